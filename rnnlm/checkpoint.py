@@ -1,0 +1,131 @@
+"""One self-describing `.npz`: parameters, vocabulary, resolved config, training progress.
+
+Model files are untrusted input: loaded with `allow_pickle=False`, every array checked
+against the shapes its own config implies. Writes go to a temp file that is renamed over
+the target, so a reader never sees half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnnlm.config import Config
+from rnnlm.errors import RnnlmError
+from rnnlm.vocab import Vocabulary
+
+FORMAT = "rnnlm-checkpoint"
+FORMAT_VERSION = 1
+PARAM_PREFIX = "param/"
+
+
+@dataclass
+class Checkpoint:
+    config: Config
+    vocab: Vocabulary
+    params: dict[str, np.ndarray]
+    progress: dict[str, Any] = field(default_factory=dict)
+
+
+def save(path: str | Path, checkpoint: Checkpoint) -> None:
+    """Write atomically: temp file in the same folder, fsync, rename."""
+    path = Path(path)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": checkpoint.config.to_dict(),
+        "vocab": checkpoint.vocab.to_dict(),
+        "progress": checkpoint.progress,
+    }
+    arrays = {PARAM_PREFIX + name: value for name, value in checkpoint.params.items()}
+    arrays["meta"] = np.array(json.dumps(meta))
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | Path) -> Checkpoint:
+    """Read and validate a checkpoint; any problem is one `RnnlmError` line."""
+    path = Path(path)
+    if not path.is_file():
+        raise RnnlmError(f"model file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise RnnlmError(f"{path} is not an rnnlm model file ({exc})") from None
+    meta = _read_meta(path, arrays.pop("meta", None))
+    config = Config.from_dict(meta["config"])
+    vocab = Vocabulary.from_dict(meta["vocab"])
+    if len(vocab) != config.model.vocab_size:
+        raise RnnlmError(
+            f"{path}: vocabulary has {len(vocab)} words but the model expects "
+            f"{config.model.vocab_size}"
+        )
+    params = {
+        name[len(PARAM_PREFIX) :]: value
+        for name, value in arrays.items()
+        if name.startswith(PARAM_PREFIX)
+    }
+    _check_params(path, config, params)
+    progress = meta.get("progress", {})
+    if not isinstance(progress, dict):
+        raise RnnlmError(f"{path}: training progress is not a table")
+    return Checkpoint(config, vocab, params, progress)
+
+
+def _read_meta(path: Path, raw: np.ndarray | None) -> dict[str, Any]:
+    if raw is None or raw.dtype.kind != "U" or raw.shape != ():
+        raise RnnlmError(f"{path} is not an rnnlm model file (no metadata)")
+    try:
+        meta = json.loads(str(raw))
+    except json.JSONDecodeError:
+        raise RnnlmError(f"{path}: metadata is not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise RnnlmError(f"{path} is not an rnnlm model file")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise RnnlmError(
+            f"{path}: format version {version!r} is not supported "
+            f"(this rnnlm reads version {FORMAT_VERSION})"
+        )
+    for key in ("config", "vocab"):
+        if key not in meta:
+            raise RnnlmError(f"{path}: metadata has no {key!r}")
+    return meta
+
+
+def _check_params(path: Path, config: Config, params: dict[str, np.ndarray]) -> None:
+    from rnnlm.model import param_shapes  # imports aesara: only once the file looks like ours
+
+    expected = param_shapes(config.model)
+    if set(params) != set(expected):
+        missing = sorted(set(expected) - set(params))
+        extra = sorted(set(params) - set(expected))
+        raise RnnlmError(
+            f"{path}: parameters do not match the config (missing {missing}, unexpected {extra})"
+        )
+    for name, shape in expected.items():
+        value = params[name]
+        if value.shape != shape or value.dtype.kind != "f":
+            raise RnnlmError(
+                f"{path}: parameter {name} is {value.dtype}{list(value.shape)}, "
+                f"expected float{list(shape)}"
+            )
+        if not np.isfinite(value).all():
+            raise RnnlmError(f"{path}: parameter {name} holds NaN or infinite values")

@@ -1,0 +1,121 @@
+"""Sampling and scoring on a trained model's compiled functions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rnnlm.batches import length_batches
+from rnnlm.errors import RnnlmError
+from rnnlm.model import Model
+from rnnlm.vocab import Vocabulary
+
+SCORE_BATCH_SIZE = 32
+
+
+def sample(
+    model: Model,
+    vocab: Vocabulary,
+    rng: np.random.Generator,
+    n: int = 5,
+    *,
+    max_length: int = 40,
+    min_length: int = 1,
+    temperature: float = 1.0,
+) -> list[list[str]]:
+    """`n` sentences from SENTENCE_START on, all drawn side by side as one batch.
+
+    UNKNOWN_TOKEN and SENTENCE_START are never drawn, and SENTENCE_END not before
+    `min_length` words: the tutorial resamples until it gets another word, which is the
+    same as drawing from the renormalised rest. A sentence stops at `max_length` words.
+    """
+    if temperature <= 0:
+        raise RnnlmError("--temperature must be positive")
+    if not 1 <= min_length <= max_length:
+        raise RnnlmError("need 1 <= --min-length <= --max-length")
+    ids = np.full(n, vocab.start_id, dtype=np.int32)
+    state = model.initial_state(n)
+    sentences: list[list[int]] = [[] for _ in range(n)]
+    done = np.zeros(n, dtype=bool)
+    for position in range(max_length):
+        logits, state = model.step(ids, state)
+        logits = logits.astype(np.float64) / temperature
+        logits[:, [vocab.unknown_id, vocab.start_id]] = -np.inf
+        if position < min_length:
+            logits[:, vocab.end_id] = -np.inf
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        for row in np.flatnonzero(~done):
+            word = int(rng.choice(len(vocab), p=probs[row]))
+            ids[row] = word
+            if word == vocab.end_id:
+                done[row] = True
+            else:
+                sentences[row].append(word)
+        if done.all():
+            break
+    return [vocab.decode(words) for words in sentences]
+
+
+@dataclass
+class SentenceScore:
+    """Log-probabilities of one sentence's tokens: its words, then SENTENCE_END."""
+
+    text: str
+    tokens: list[str]
+    log_probs: list[float]  # natural log, one per token
+    unknown: list[bool] = field(default_factory=list)
+
+    @property
+    def total(self) -> float:
+        return math.fsum(self.log_probs)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(-self.total / len(self.log_probs))
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "log_prob": self.total,
+            "log10_prob": self.total / math.log(10),
+            "tokens": [
+                {"token": t, "prob": math.exp(lp), "log_prob": lp, "unknown": unk}
+                for t, lp, unk in zip(self.tokens, self.log_probs, self.unknown, strict=True)
+            ],
+            "n_tokens": len(self.tokens),
+            "n_unknown": sum(self.unknown),
+            "perplexity": self.perplexity,
+        }
+
+
+def score(
+    model: Model, vocab: Vocabulary, texts: Sequence[str], sentences: Sequence[Sequence[str]]
+) -> list[SentenceScore]:
+    """Score tokenized sentences (without markers), batched by length."""
+    for text, tokens in zip(texts, sentences, strict=True):
+        if not tokens:
+            raise RnnlmError(f"nothing to score: {text!r} has no words")
+    encoded = [vocab.encode(tokens) for tokens in sentences]
+    results: list[SentenceScore | None] = [None] * len(encoded)
+    for rows, x, y, mask in length_batches(encoded, SCORE_BATCH_SIZE, model.config.dtype):
+        log_p = model.log_probs(x, y, mask).astype(np.float64)
+        for column, index in enumerate(rows):
+            n = len(encoded[index]) - 1  # predicted tokens: words + SENTENCE_END
+            tokens = [*sentences[index], vocab.end]
+            results[index] = SentenceScore(
+                texts[index],
+                tokens,
+                log_p[-n:, column].tolist(),
+                [t not in vocab for t in tokens],
+            )
+    return results  # type: ignore[return-value]
+
+
+def corpus_perplexity(scores: Sequence[SentenceScore]) -> float:
+    """exp of the mean negative log-probability over every scored token."""
+    total = math.fsum(lp for s in scores for lp in s.log_probs)
+    return math.exp(-total / sum(len(s.log_probs) for s in scores))

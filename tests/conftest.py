@@ -1,0 +1,22 @@
+"""Shared fixtures. Compiling is the slow part of every test, so compiled models are shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Tiny test graphs run fine on Aesara's Python linker, which compiles in seconds instead of
+# minutes. This must happen before rnnlm (which configures Aesara) is imported; the user's
+# own AESARA_FLAGS still win.
+os.environ["AESARA_FLAGS"] = ",".join(
+    flag for flag in ("mode=FAST_COMPILE", os.environ.get("AESARA_FLAGS", "")) if flag
+)
+
+import pytest  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return SHARED_DATA
