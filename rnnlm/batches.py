@@ -43,3 +43,55 @@ def length_batches(
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         yield (np.asarray(chunk), *pad_batch([sentences[i] for i in chunk], dtype))
+
+
+def training_batches(
+    sentences: Sequence[np.ndarray],
+    batch_size: int,
+    rng: np.random.Generator,
+    dtype: str = "float32",
+    bucket_batches: int = 50,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """One epoch of sentence batches: shuffled, similar lengths bucketed together.
+
+    Shuffle, sort each run of `bucket_batches` batches by length, cut it into batches and
+    shuffle the batches: little padding, yet a different mix every epoch.
+    """
+    order = rng.permutation(len(sentences))
+    span = batch_size * bucket_batches
+    batches = []
+    for start in range(0, len(order), span):
+        bucket = sorted(order[start : start + span], key=lambda i: len(sentences[i]))
+        for first in range(0, len(bucket), batch_size):
+            batches.append(
+                pad_batch([sentences[i] for i in bucket[first : first + batch_size]], dtype)
+            )
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def stream(sentences: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
+    """The corpus as one sequence cut into `batch_size` columns, time-major (N, B) int32.
+
+        S a b c E d e E f g h E ...   ->   column 0: S a b c E d ...
+                                           column 1: ... (the next N tokens)
+
+    Each sentence's SENTENCE_START is dropped but the very first: as in the PTB convention,
+    SENTENCE_END separates sentences and the next word is predicted from it. The tail that
+    does not fill a whole row is dropped.
+    """
+    ids = np.concatenate([sentences[0][:1]] + [s[1:] for s in sentences]).astype(np.int32)
+    rows = len(ids) // batch_size
+    if rows < 2:
+        raise ValueError(f"a stream of {len(ids)} tokens is too short for {batch_size} columns")
+    return ids[: rows * batch_size].reshape(batch_size, rows).T.copy()
+
+
+def stream_batches(
+    data: np.ndarray, bptt: int, dtype: str = "float32"
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Consecutive windows of `bptt` steps over a stream (N, B); the last may be shorter."""
+    for start in range(0, len(data) - 1, bptt):
+        x = data[start : start + bptt]
+        y = data[start + 1 : start + 1 + bptt]
+        x = x[: len(y)]
+        yield x, y, np.ones(x.shape, dtype=dtype)

@@ -1,8 +1,11 @@
-"""Recurrent cells: per cell, an initialiser and a pure step function for `aesara.scan`.
+"""Recurrent cells: per cell, its gate count, state count and a pure step function.
 
-A step takes the already-projected input of one time step (the projection for all steps is
-one big product outside the scan) and the previous state, and returns the new state.
-Masking is not a cell's business: `model.masked` wraps any step.
+A step takes the already-projected input of one time step — the projection for every step
+is one big product outside the scan, gates stacked side by side — then the previous
+state(s) and the recurrent matrix, and returns the new state(s). The first state is what
+the layer outputs. Masking is not a cell's business: `model.masked` wraps any step.
+
+Row-vector convention: x_t (B, G*H), h (B, H), W_rec (H, G*H).
 """
 
 from __future__ import annotations
@@ -11,37 +14,75 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aesara.tensor as at
-import numpy as np
+from aesara.tensor.math import sigmoid
 
-from rnnlm.params import uniform_fan_in
-
-
-def rnn_shapes(n_in: int, hidden: int) -> dict[str, tuple[int, ...]]:
-    # W_in is the tutorial's U transposed, W_rec its W transposed (row-vector convention).
-    return {"W_in": (n_in, hidden), "W_rec": (hidden, hidden)}
+from rnnlm.config import ModelConfig
 
 
-def rnn_tanh_init(rng: np.random.Generator, n_in: int, hidden: int) -> dict[str, np.ndarray]:
-    # Uniform in ±1/sqrt(fan_in), fan_in being the first axis, as the tutorial initialises.
-    return {
-        name: uniform_fan_in(rng, shape, shape[0])
-        for name, shape in rnn_shapes(n_in, hidden).items()
-    }
+def hard_sigmoid(x):
+    # Theano's piecewise-linear sigmoid, which the tutorial's GRU used for speed.
+    return at.clip(0.2 * x + 0.5, 0, 1)
 
 
-def rnn_tanh_step(x_t: at.TensorVariable, h_prev: at.TensorVariable, W_rec: at.TensorVariable):
-    # s_t = tanh(U x_t + W s_{t-1}); x_t (B, H) is U x_t, already looked up.
-    return at.tanh(x_t + at.dot(h_prev, W_rec))
+def _gate(config: ModelConfig) -> Callable:
+    return hard_sigmoid if config.hard_sigmoid else sigmoid
+
+
+def rnn_tanh(config: ModelConfig) -> Callable:
+    def step(x_t, h_prev, W_rec):
+        # s_t = tanh(U x_t + W s_{t-1})
+        return at.tanh(x_t + at.dot(h_prev, W_rec))
+
+    return step
+
+
+def rnn_relu(config: ModelConfig) -> Callable:
+    def step(x_t, h_prev, W_rec):
+        return at.maximum(x_t + at.dot(h_prev, W_rec), 0)
+
+    return step
+
+
+def gru(config: ModelConfig) -> Callable:
+    """The tutorial's part 4 GRU; gates stacked as [update z | reset r | candidate c]."""
+    gate = _gate(config)
+    n = config.hidden_size
+
+    def step(x_t, h_prev, W_rec):
+        zr = gate(x_t[:, : 2 * n] + at.dot(h_prev, W_rec[:, : 2 * n]))
+        z, r = zr[:, :n], zr[:, n:]
+        c = at.tanh(x_t[:, 2 * n :] + at.dot(r * h_prev, W_rec[:, 2 * n :]))
+        return (1 - z) * c + z * h_prev
+
+    return step
+
+
+def lstm(config: ModelConfig) -> Callable:
+    """LSTM without peepholes; gates stacked as [input i | forget f | output o | candidate g]."""
+    gate = _gate(config)
+    n = config.hidden_size
+
+    def step(x_t, h_prev, c_prev, W_rec):
+        pre = x_t + at.dot(h_prev, W_rec)  # (B, 4H)
+        ifo = gate(pre[:, : 3 * n])
+        i, f, o = ifo[:, :n], ifo[:, n : 2 * n], ifo[:, 2 * n :]
+        c = f * c_prev + i * at.tanh(pre[:, 3 * n :])
+        return [o * at.tanh(c), c]
+
+    return step
 
 
 @dataclass(frozen=True)
 class Cell:
-    shapes: Callable[[int, int], dict[str, tuple[int, ...]]]  # (n_in, hidden) -> shapes
-    init: Callable[..., dict[str, np.ndarray]]
-    step: Callable[..., at.TensorVariable]
-    recurrent_params: tuple[str, ...]  # passed to the step as non-sequences, in this order
+    make_step: Callable[[ModelConfig], Callable]
+    gates: int  # G: blocks stacked in W_in, W_rec and b
+    states: int  # recurrent state tensors; the first is the output
+    forget_gate: int | None = None  # block whose bias starts at 1 (Gers et al.)
 
 
 CELLS: dict[str, Cell] = {
-    "rnn-tanh": Cell(rnn_shapes, rnn_tanh_init, rnn_tanh_step, ("W_rec",)),
+    "rnn-tanh": Cell(rnn_tanh, gates=1, states=1),
+    "rnn-relu": Cell(rnn_relu, gates=1, states=1),
+    "gru": Cell(gru, gates=3, states=1),
+    "lstm": Cell(lstm, gates=4, states=2, forget_gate=1),
 }

@@ -24,6 +24,8 @@ from rnnlm.vocab import Vocabulary
 FORMAT = "rnnlm-checkpoint"
 FORMAT_VERSION = 1
 PARAM_PREFIX = "param/"
+OPTIM_PREFIX = "optim/"
+CARRY_PREFIX = "carry/"
 
 
 @dataclass
@@ -32,6 +34,8 @@ class Checkpoint:
     vocab: Vocabulary
     params: dict[str, np.ndarray]
     progress: dict[str, Any] = field(default_factory=dict)
+    optimizer: dict[str, np.ndarray] = field(default_factory=dict)  # named optimizer state
+    carry: list[np.ndarray] = field(default_factory=list)  # stream mode: recurrent states
 
 
 def save(path: str | Path, checkpoint: Checkpoint) -> None:
@@ -45,6 +49,8 @@ def save(path: str | Path, checkpoint: Checkpoint) -> None:
         "progress": checkpoint.progress,
     }
     arrays = {PARAM_PREFIX + name: value for name, value in checkpoint.params.items()}
+    arrays.update({OPTIM_PREFIX + name: value for name, value in checkpoint.optimizer.items()})
+    arrays.update({f"{CARRY_PREFIX}{i}": value for i, value in enumerate(checkpoint.carry)})
     arrays["meta"] = np.array(json.dumps(meta))
     folder = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
@@ -77,16 +83,24 @@ def load(path: str | Path) -> Checkpoint:
             f"{path}: vocabulary has {len(vocab)} words but the model expects "
             f"{config.model.vocab_size}"
         )
-    params = {
-        name[len(PARAM_PREFIX) :]: value
-        for name, value in arrays.items()
-        if name.startswith(PARAM_PREFIX)
-    }
+    params = _with_prefix(arrays, PARAM_PREFIX)
     _check_params(path, config, params)
+    optimizer = _with_prefix(arrays, OPTIM_PREFIX)
+    carry = _with_prefix(arrays, CARRY_PREFIX)
+    for name, value in [*optimizer.items(), *carry.items()]:
+        if value.dtype.kind != "f" or not np.isfinite(value).all():
+            raise RnnlmError(f"{path}: training state {name} is not finite floating point")
     progress = meta.get("progress", {})
     if not isinstance(progress, dict):
         raise RnnlmError(f"{path}: training progress is not a table")
-    return Checkpoint(config, vocab, params, progress)
+    ordered_carry = [carry[str(i)] for i in range(len(carry)) if str(i) in carry]
+    if len(ordered_carry) != len(carry):
+        raise RnnlmError(f"{path}: carried states are not numbered 0..{len(carry) - 1}")
+    return Checkpoint(config, vocab, params, progress, optimizer, ordered_carry)
+
+
+def _with_prefix(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {name[len(prefix) :]: value for name, value in arrays.items() if name.startswith(prefix)}
 
 
 def _read_meta(path: Path, raw: np.ndarray | None) -> dict[str, Any]:

@@ -59,139 +59,244 @@ def main() -> None:
     """
 
 
+# (option, section, key, click type, help): each maps onto one config field; an option the
+# user does not give leaves the config file's value, or the default, in place.
+TRAIN_OPTIONS = [
+    (
+        "--corpus",
+        "data",
+        "corpus",
+        click.Path(dir_okay=False),
+        "Training text: .csv (a row per comment) or .txt. Default: a sample corpus shipped "
+        "with rnnlm.",
+    ),
+    ("--column", "data", "column", str, "CSV column holding the text."),
+    (
+        "--format",
+        "data",
+        "format",
+        click.Choice(["csv", "lines", "prose"]),
+        "lines = a sentence per line (PTB style); prose = running text, split by a Punkt model "
+        "trained on it. Default: csv for .csv, else lines.",
+    ),
+    ("--level", "data", "level", click.Choice(["word", "char"]), "Words or characters."),
+    ("--keep-case/--lowercase", "data", "lowercase", None, "Keep the text's case."),
+    (
+        "--vocab-size",
+        "data",
+        "vocab_size",
+        int,
+        "Vocabulary size, SENTENCE_START/END and UNKNOWN_TOKEN included.",
+    ),
+    ("--min-count", "data", "min_count", int, "Drop words seen fewer times."),
+    ("--valid", "data", "valid", click.Path(dir_okay=False), "Validation corpus."),
+    (
+        "--valid-fraction",
+        "data",
+        "valid_fraction",
+        float,
+        "Without --valid, hold out this share of the training sentences.",
+    ),
+    (
+        "--cell",
+        "model",
+        "cell",
+        click.Choice(["rnn-tanh", "rnn-relu", "gru", "lstm"]),
+        "Recurrent cell.",
+    ),
+    ("--hidden-size", "model", "hidden_size", int, "Units per recurrent layer."),
+    (
+        "--embedding-size",
+        "model",
+        "embedding_size",
+        int,
+        "Word-embedding size; 0 = none, the first layer reads one-hot words.",
+    ),
+    ("--layers", "model", "layers", int, "Stacked recurrent layers."),
+    (
+        "--bidirectional/--unidirectional",
+        "model",
+        "bidirectional",
+        None,
+        "A fill-in-the-blank model (see `rnnlm fill`), not a language model.",
+    ),
+    ("--dropout", "model", "dropout", float, "Dropout on non-recurrent connections."),
+    (
+        "--tie-weights/--untie-weights",
+        "model",
+        "tie_weights",
+        None,
+        "Output layer = embedding transposed (needs embedding size = top hidden size).",
+    ),
+    (
+        "--init-scale",
+        "model",
+        "init_scale",
+        float,
+        "Uniform init in ±this; 0 = the tutorial's ±1/sqrt(fan-in).",
+    ),
+    (
+        "--identity-init/--no-identity-init",
+        "model",
+        "identity_init",
+        None,
+        "Identity recurrent matrix (for rnn-relu).",
+    ),
+    ("--hard-sigmoid/--sigmoid", "model", "hard_sigmoid", None, "Gates with a hard sigmoid."),
+    ("--bias/--no-bias", "model", "bias", None, "Biases (off: the tutorial's RNN)."),
+    (
+        "--bptt-truncate",
+        "model",
+        "bptt_truncate",
+        int,
+        "Sentence mode: back-propagate through the last N steps; -1 = all.",
+    ),
+    ("--dtype", "model", "dtype", click.Choice(["float32", "float64"]), "Float type."),
+    (
+        "--mode",
+        "train",
+        "mode",
+        click.Choice(["sentence", "stream"]),
+        "sentence: state reset per sentence; stream: the corpus as one sequence, state carried.",
+    ),
+    ("--batch-size", "train", "batch_size", int, "Sentences (or stream columns) per batch."),
+    ("--bptt", "train", "bptt", int, "Stream mode: steps per batch."),
+    ("--epochs", "train", "epochs", int, "Passes over the training data."),
+    (
+        "--optimizer",
+        "train",
+        "optimizer",
+        click.Choice(["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"]),
+        "Optimizer.",
+    ),
+    ("--lr", "train", "learning_rate", float, "Learning rate."),
+    ("--momentum", "train", "momentum", float, "momentum/nesterov coefficient."),
+    ("--rho", "train", "rho", float, "rmsprop decay."),
+    ("--clip-norm", "train", "clip_norm", float, "Clip the global gradient norm; 0 = off."),
+    ("--weight-decay", "train", "weight_decay", float, "L2 penalty."),
+    (
+        "--halve-on-rise/--no-halve-on-rise",
+        "train",
+        "halve_on_rise",
+        None,
+        "When the evaluation loss rises: back to the best weights, halve the learning rate.",
+    ),
+    ("--lr-decay", "train", "lr_decay", float, "Multiply the learning rate by this per epoch..."),
+    ("--lr-decay-start", "train", "lr_decay_start", int, "...from the end of this epoch on."),
+    (
+        "--patience",
+        "train",
+        "patience",
+        int,
+        "Stop after this many evaluations without improvement; 0 = never.",
+    ),
+    (
+        "--eval-every",
+        "train",
+        "eval_every",
+        int,
+        "Steps between evaluations and checkpoints; 0 = once per epoch.",
+    ),
+    (
+        "--eval-sentences",
+        "train",
+        "eval_sentences",
+        int,
+        "Without validation data: training sentences to evaluate on.",
+    ),
+    ("--seed", "train", "seed", int, "Seed for initialisation, shuffling and dropout."),
+]
+
+
+def config_options(command: Callable) -> Callable:
+    from rnnlm.config import Config
+
+    defaults = Config().to_dict()
+    for flag, section, key, kind, text in reversed(TRAIN_OPTIONS):
+        default = defaults[section][key]
+        shown = "" if default is None else f"  [default: {default}]"
+        if key == "lowercase":
+            shown = "  [default: lowercase]"
+        name = f"{section}__{key}"
+        if kind is None:
+            command = click.option(flag, name, default=None, help=text + shown)(command)
+        else:
+            command = click.option(flag, name, type=kind, default=None, help=text + shown)(command)
+    return command
+
+
 @main.command()
 @click.option(
-    "--corpus",
-    type=click.Path(dir_okay=False, path_type=str),
-    help="Training text: .csv (one comment per row) or .txt. "
-    "Default: a small sample corpus shipped with rnnlm.",
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="A TOML config (see configs/); options given here override it.",
 )
-@click.option("--column", default="body", show_default=True, help="CSV column holding the text.")
+@config_options
 @click.option(
-    "--format",
-    "format_",
-    type=click.Choice(["csv", "lines", "prose"]),
-    help="csv; lines = one sentence per line (PTB style); prose = running text split "
-    "into sentences by a Punkt model trained on the corpus. Default: from suffix.",
+    "--resume",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Continue exactly where this checkpoint stopped (config, optimizer, data "
+    "position); only [train] options may change.",
 )
-@click.option("--keep-case", is_flag=True, help="Do not lowercase the text.")
-@click.option(
-    "--vocab-size",
-    type=int,
-    default=8000,
-    show_default=True,
-    help="Vocabulary size, SENTENCE_START/END and UNKNOWN_TOKEN included.",
-)
-@click.option(
-    "--min-count",
-    type=int,
-    default=1,
-    show_default=True,
-    help="Drop words seen fewer times than this.",
-)
-@click.option("--hidden-size", type=int, default=100, show_default=True)
-@click.option("--epochs", type=int, default=10, show_default=True)
-@click.option(
-    "--lr",
-    type=float,
-    default=0.005,
-    show_default=True,
-    help="SGD learning rate; halved whenever the evaluation loss rises.",
-)
-@click.option(
-    "--bptt-truncate",
-    type=int,
-    default=4,
-    show_default=True,
-    help="Back-propagate through the last N steps of each sentence; -1 = all.",
-)
-@click.option(
-    "--eval-every",
-    type=int,
-    default=0,
-    show_default=True,
-    help="SGD steps between evaluations (and checkpoints); 0 = once per epoch.",
-)
-@click.option(
-    "--eval-sentences",
-    type=int,
-    default=1000,
-    show_default=True,
-    help="Training sentences the evaluation loss is measured on.",
-)
-@click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default="model.npz",
     show_default=True,
-    help="Checkpoint to write (atomically, at every evaluation).",
+    help="Latest checkpoint, written atomically at every evaluation; the best one "
+    "goes to NAME.best.npz beside it.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @user_errors
-def train(
-    corpus,
-    column,
-    format_,
-    keep_case,
-    vocab_size,
-    min_count,
-    hidden_size,
-    epochs,
-    lr,
-    bptt_truncate,
-    eval_every,
-    eval_sentences,
-    seed,
-    out,
-    quiet,
-    as_json,
-) -> None:
+def train(config_file, resume, out, quiet, as_json, **options) -> None:
     """Tokenize a corpus, build a vocabulary and train an RNN language model.
 
     The loss (cross-entropy per token, in nats) is printed at every evaluation;
     Ctrl-C stops after the current step and saves the model.
     """
-    from rnnlm.config import Config, DataConfig, ModelConfig, TrainConfig
-    from rnnlm.train import prepare_data
-    from rnnlm.train import train as run_training
+    from rnnlm import checkpoint
+    from rnnlm.config import load_config, resolve
+    from rnnlm.train import Trainer, prepare_data
 
     setup_logging(quiet)
-    data = DataConfig(
-        corpus=corpus,
-        format=format_,
-        column=column,
-        lowercase=not keep_case,
-        vocab_size=vocab_size,
-        min_count=min_count,
-    )
-    train_config = TrainConfig(
-        epochs=epochs,
-        learning_rate=lr,
-        eval_every=eval_every,
-        eval_sentences=eval_sentences,
-        seed=seed,
-    )
-    if corpus is None:
+    overrides: dict[str, dict] = {}
+    for name, value in options.items():
+        if value is not None:
+            section, key = name.split("__")
+            overrides.setdefault(section, {})[key] = value
+    previous = None
+    if resume is not None:
+        previous = checkpoint.load(resume)
+        changed = sorted(f"{s}.{k}" for s in overrides if s != "train" for k in overrides[s])
+        if config_file or changed:
+            raise RnnlmError(
+                f"--resume keeps the checkpoint's data and model config; cannot change "
+                f"{', '.join(changed) or '--config'}"
+            )
+        config = resolve(previous.config.to_dict(), overrides)
+    else:
+        config = resolve(load_config(config_file) if config_file else None, overrides)
+    if config.data.corpus is None:
         log.info(
             "No --corpus given: training on the built-in sample corpus. "
             "Pass --corpus PATH (.csv with a 'body' column, or .txt) to use your own."
         )
     else:
-        log.info("Corpus: %s", corpus)
-    prepared = prepare_data(Config(data=data))
-    model = ModelConfig(
-        vocab_size=len(prepared.vocab), hidden_size=hidden_size, bptt_truncate=bptt_truncate
+        log.info("Corpus: %s", config.data.corpus)
+    prepared = prepare_data(config, vocab=previous.vocab if previous else None)
+    trainer = Trainer(
+        config, prepared, out, show_progress=not quiet and sys.stderr.isatty(), resume=previous
     )
-    config = Config(data=data, model=model, train=train_config)
-    summary = run_training(config, prepared, out, show_progress=not quiet and sys.stderr.isatty())
+    summary = trainer.run()
     if as_json:
         echo_json(summary)
     else:
         click.echo(
             f"saved {summary['model']}: {summary['steps']} steps, "
-            f"loss {summary['initial_loss']:.3f} -> {summary['final_loss']:.3f}, "
+            f"loss {summary['initial_loss']:.3f} -> {summary['final_loss']:.3f} "
+            f"(best {summary['best_loss']:.3f}, in {summary['best_model']}), "
             f"{summary['wall_s']:.0f} s ({summary['tokens_per_s']:.0f} tokens/s)"
         )
 
@@ -202,6 +307,14 @@ def load_model(path: Path):
 
     ckpt = checkpoint.load(path)
     return Model(ckpt.config.model, params=ckpt.params), ckpt
+
+
+def refuse_bidirectional(ckpt, what: str) -> None:
+    if ckpt.config.model.bidirectional:
+        raise RnnlmError(
+            f"a bidirectional model sees the words after each one, so it cannot {what} as a "
+            "language model: use `rnnlm fill`"
+        )
 
 
 model_option = click.option(
@@ -250,6 +363,7 @@ def sample(model_path, count, max_length, min_length, temperature, seed, as_json
     from rnnlm.generate import sample as draw
 
     model, ckpt = load_model(model_path)
+    refuse_bidirectional(ckpt, "sample left to right")
     rng = np.random.default_rng(seed)
     sentences = draw(
         model,
@@ -265,6 +379,39 @@ def sample(model_path, count, max_length, min_length, temperature, seed, as_json
     else:
         for words in sentences:
             click.echo(" ".join(words))
+
+
+@main.command()
+@click.argument("sentence")
+@model_option
+@click.option("--top-k", "-k", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@user_errors
+def fill(sentence, model_path, top_k, as_json) -> None:
+    """The likeliest words for the blank in SENTENCE, e.g. "the cat ___ on the mat".
+
+    Best with a bidirectional model (`rnnlm train --bidirectional`), which reads both
+    sides of the blank; a left-to-right model only sees the words before it.
+    """
+    from rnnlm.corpus import tokenize
+    from rnnlm.generate import BLANK
+    from rnnlm.generate import fill as fill_blank
+
+    model, ckpt = load_model(model_path)
+    lowercase = ckpt.config.data.lowercase
+    # The tokenizer would split the blank marker, so tokenize around it.
+    parts = sentence.split(BLANK)
+    tokens = []
+    for i, part in enumerate(parts):
+        if i:
+            tokens.append(BLANK)
+        tokens += tokenize(part, lowercase=lowercase, level=ckpt.config.data.level)
+    candidates = fill_blank(model, ckpt.vocab, tokens, top_k)
+    if as_json:
+        echo_json([{"word": w, "prob": p} for w, p in candidates])
+    else:
+        for word, prob in candidates:
+            click.echo(f"{prob:8.4f}  {word}")
 
 
 @main.command()
@@ -298,9 +445,13 @@ def score(sentences, model_path, file_, as_json) -> None:
     if not texts:
         raise RnnlmError("nothing to score: give sentences as arguments or --file")
     model, ckpt = load_model(model_path)
+    refuse_bidirectional(ckpt, "score sentences")
     lowercase = ckpt.config.data.lowercase
     scores = score_sentences(
-        model, ckpt.vocab, texts, [tokenize(t, lowercase=lowercase) for t in texts]
+        model,
+        ckpt.vocab,
+        texts,
+        [tokenize(t, lowercase=lowercase, level=ckpt.config.data.level) for t in texts],
     )
     result = {"sentences": [s.to_dict() for s in scores]}
     if len(scores) > 1:

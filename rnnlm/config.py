@@ -7,15 +7,18 @@ data pipeline must be a field here, never an environment variable or a global.
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rnnlm.errors import RnnlmError
 
-CELLS = ("rnn-tanh",)
+CELLS = ("rnn-tanh", "rnn-relu", "gru", "lstm")
 DTYPES = ("float32", "float64")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
 
 
 @dataclass(frozen=True)
@@ -26,13 +29,18 @@ class DataConfig:
     format: str | None = None  # csv | lines | prose; None: from the file suffix
     column: str = "body"
     lowercase: bool = True
+    level: str = "word"  # word | char
     vocab_size: int = 8000  # the tutorial's size, markers and UNKNOWN_TOKEN included
     min_count: int = 1
+    valid: str | None = None  # a validation corpus, read like the training one
+    valid_fraction: float = 0.0  # else hold out this share of the training sentences
 
     def __post_init__(self) -> None:
         _require(self.vocab_size >= 4, "data.vocab_size", "must be at least 4")
         _require(self.min_count >= 1, "data.min_count", "must be at least 1")
         _require(self.format in (None, "csv", "lines", "prose"), "data.format", "csv|lines|prose")
+        _require(self.level in ("word", "char"), "data.level", "word|char")
+        _require(0 <= self.valid_fraction < 1, "data.valid_fraction", "must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -42,13 +50,36 @@ class ModelConfig:
     vocab_size: int = 8000
     hidden_size: int = 100
     cell: str = "rnn-tanh"
-    bptt_truncate: int = 4  # scan's truncate_gradient; -1 = full BPTT
+    layers: int = 1
+    embedding_size: int = 0  # 0: no embedding layer, the first layer reads one-hot words
+    bidirectional: bool = False  # forward and backward stacks; a fill-in model, not an LM
+    bias: bool = True  # False: the tutorial's bias-free RNN (gated cells need biases)
+    dropout: float = 0.0  # on non-recurrent connections while training (Zaremba et al.)
+    tie_weights: bool = False  # output layer = embedding transposed
+    init_scale: float = 0.0  # uniform in ±init_scale; 0: the tutorial's ±1/sqrt(fan_in)
+    identity_init: bool = False  # recurrent matrix = identity (ReLU RNN, Le et al. 2015)
+    hard_sigmoid: bool = False  # gates with the tutorial's hard sigmoid
+    bptt_truncate: int = 4  # scan's truncate_gradient in sentence mode; -1 = full BPTT
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
         _require(self.vocab_size >= 4, "model.vocab_size", "must be at least 4")
         _require(self.hidden_size >= 1, "model.hidden_size", "must be at least 1")
         _require(self.cell in CELLS, "model.cell", "|".join(CELLS))
+        _require(self.layers >= 1, "model.layers", "must be at least 1")
+        _require(self.embedding_size >= 0, "model.embedding_size", "must be 0 or positive")
+        _require(
+            self.bias or self.cell.startswith("rnn"),
+            "model.bias",
+            "gru and lstm cells need their biases",
+        )
+        _require(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
+        _require(self.init_scale >= 0, "model.init_scale", "must be 0 or positive")
+        _require(
+            not self.tie_weights or self.embedding_size == self.top_size,
+            "model.tie_weights",
+            f"needs embedding_size equal to the top layer's size ({self.top_size})",
+        )
         _require(
             self.bptt_truncate == -1 or self.bptt_truncate >= 1,
             "model.bptt_truncate",
@@ -56,20 +87,52 @@ class ModelConfig:
         )
         _require(self.dtype in DTYPES, "model.dtype", "|".join(DTYPES))
 
+    @property
+    def top_size(self) -> int:
+        """Width of what the output layer reads: both directions when bidirectional."""
+        return self.hidden_size * (2 if self.bidirectional else 1)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The tutorial's SGD loop: step size, evaluation cadence, stopping."""
+    """Optimisation, batching, evaluation cadence and the learning-rate schedule."""
 
+    mode: str = "sentence"  # sentence: state reset per sentence; stream: carried (PTB)
+    batch_size: int = 1  # the tutorial's per-sentence SGD
+    bptt: int = 35  # stream mode: steps per batch, gradients truncated between batches
     epochs: int = 10
+    optimizer: str = "sgd"
     learning_rate: float = 0.005
-    eval_every: int = 0  # SGD steps between evaluations; 0 = once per epoch
-    eval_sentences: int = 1000  # training sentences the evaluation loss is measured on
+    momentum: float = 0.9  # momentum, nesterov
+    rho: float = 0.9  # rmsprop's decay of the squared-gradient average
+    beta1: float = 0.9  # adam
+    beta2: float = 0.999  # adam
+    epsilon: float = 1e-6  # adagrad, rmsprop, adam
+    clip_norm: float = 0.0  # global gradient-norm clipping; 0 = off
+    weight_decay: float = 0.0  # L2 penalty coefficient
+    halve_on_rise: bool = True  # halve the rate (and roll back) when the eval loss rises
+    lr_decay: float = 1.0  # multiply the rate by this each epoch after lr_decay_start
+    lr_decay_start: int = 0  # first epoch (1-based) at whose end the decay applies
+    patience: int = 0  # stop after this many evaluations without improvement; 0 = never
+    eval_every: int = 0  # steps between evaluations; 0 = once per epoch
+    eval_sentences: int = 1000  # training sentences to measure on when there is no validation
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _require(self.mode in ("sentence", "stream"), "train.mode", "sentence|stream")
+        _require(self.batch_size >= 1, "train.batch_size", "must be at least 1")
+        _require(self.bptt >= 1, "train.bptt", "must be at least 1")
         _require(self.epochs >= 1, "train.epochs", "must be at least 1")
+        _require(self.optimizer in OPTIMIZERS, "train.optimizer", "|".join(OPTIMIZERS))
         _require(self.learning_rate > 0, "train.learning_rate", "must be positive")
+        for name in ("momentum", "rho", "beta1", "beta2"):
+            _require(0 <= getattr(self, name) < 1, f"train.{name}", "must be in [0, 1)")
+        _require(self.epsilon > 0, "train.epsilon", "must be positive")
+        _require(self.clip_norm >= 0, "train.clip_norm", "must be 0 or positive")
+        _require(self.weight_decay >= 0, "train.weight_decay", "must be 0 or positive")
+        _require(0 < self.lr_decay <= 1, "train.lr_decay", "must be in (0, 1]")
+        _require(self.lr_decay_start >= 0, "train.lr_decay_start", "must be 0 or positive")
+        _require(self.patience >= 0, "train.patience", "must be 0 or positive")
         _require(self.eval_every >= 0, "train.eval_every", "must be 0 or positive")
         _require(self.eval_sentences >= 1, "train.eval_sentences", "must be at least 1")
 
@@ -123,3 +186,50 @@ def _has_type(value: Any, hint: Any) -> bool:
 def _require(ok: bool, key: str, expected: str) -> None:
     if not ok:
         raise RnnlmError(f"bad config value for {key}: {expected}")
+
+
+def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The raw sections of a TOML config file, checked strictly by building a `Config` once.
+
+    Returns the file's values only (not merged with defaults), so `resolve` can layer CLI
+    options on top. Every error is one line that names the file.
+    """
+    source = str(path)
+    path = Path(path)
+    if not path.exists():
+        raise RnnlmError(f"{source}: no such config file")
+    if path.is_dir():
+        raise RnnlmError(f"{source}: is a directory, not a config file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise RnnlmError(f"{source}: cannot read: {error.strerror or error}") from error
+    except UnicodeDecodeError as error:
+        raise RnnlmError(f"{source}: not UTF-8 (bad byte at offset {error.start})") from error
+    try:
+        values = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        # tomllib's message already says where, e.g. "Invalid value (at line 3, column 9)"
+        message = " ".join(str(error).split())
+        raise RnnlmError(f"{source}: invalid TOML: {message}") from error
+    try:
+        Config.from_dict(values)
+    except RnnlmError as error:
+        raise RnnlmError(f"{source}: {error}") from error
+    return values
+
+
+def resolve(file_values: dict[str, Any] | None, overrides: dict[str, dict[str, Any]]) -> Config:
+    """Defaults <- file values <- overrides, merged key by key within each section.
+
+    `overrides` holds only the options the user actually gave (absent keys keep the file's or
+    the default value). The merged result is validated by `Config.from_dict`.
+    """
+    merged: dict[str, Any] = {}
+    for layer in (file_values or {}, overrides):
+        for name, values in layer.items():
+            if isinstance(values, dict) and isinstance(merged.get(name), dict):
+                merged[name] = {**merged[name], **values}
+            else:
+                merged[name] = dict(values) if isinstance(values, dict) else values
+    return Config.from_dict(merged)

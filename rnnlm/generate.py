@@ -37,11 +37,11 @@ def sample(
     if not 1 <= min_length <= max_length:
         raise RnnlmError("need 1 <= --min-length <= --max-length")
     ids = np.full(n, vocab.start_id, dtype=np.int32)
-    state = model.initial_state(n)
+    states = model.initial_states(n)
     sentences: list[list[int]] = [[] for _ in range(n)]
     done = np.zeros(n, dtype=bool)
     for position in range(max_length):
-        logits, state = model.step(ids, state)
+        logits, states = model.step(ids, states)
         logits = logits.astype(np.float64) / temperature
         logits[:, [vocab.unknown_id, vocab.start_id]] = -np.inf
         if position < min_length:
@@ -119,3 +119,26 @@ def corpus_perplexity(scores: Sequence[SentenceScore]) -> float:
     """exp of the mean negative log-probability over every scored token."""
     total = math.fsum(lp for s in scores for lp in s.log_probs)
     return math.exp(-total / sum(len(s.log_probs) for s in scores))
+
+
+BLANK = "___"
+
+
+def fill(
+    model: Model, vocab: Vocabulary, tokens: Sequence[str], top_k: int = 10
+) -> list[tuple[str, float]]:
+    """The `top_k` likeliest words for the one blank (`___`) in `tokens`, with probabilities.
+
+    Meant for a bidirectional model, which reads the words on both sides of the blank.
+    Markers and UNKNOWN_TOKEN are left out of the list (their probabilities are not).
+    """
+    blanks = [i for i, token in enumerate(tokens) if token == BLANK]
+    if len(blanks) != 1:
+        raise RnnlmError(f"put exactly one {BLANK} in the sentence (found {len(blanks)})")
+    ids = vocab.encode([vocab.unknown if t == BLANK else t for t in tokens])
+    x, y = ids[:-1, None], ids[1:, None]
+    log_p = model.distribution(x, y, np.ones(x.shape))[blanks[0], 0].astype(np.float64)
+    probs = np.exp(log_p - np.logaddexp.reduce(log_p))
+    skip = {vocab.start_id, vocab.end_id, vocab.unknown_id}
+    order = [i for i in np.argsort(-probs) if i not in skip][:top_k]
+    return [(vocab.words[i], float(probs[i])) for i in order]

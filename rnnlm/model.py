@@ -1,8 +1,18 @@
-"""The language-model graph: input projection -> scan -> output layer -> log-softmax -> NLL.
+"""The language-model graph, and the only module that calls `aesara.scan` / `aesara.function`.
 
-The only module that calls `aesara.scan` and `aesara.function`. Every function is compiled
-once, on first use, and reused. Batches are time-major: ids `x`, `y` int32 (T, B), `mask`
-(T, B) with 1 on real tokens; sentences are left-padded, so they all end at step T - 1.
+    ids (T, B) -> [embedding] -> layer 0 ... layer L-1 -> [dropout] -> output layer
+               -> log-softmax -> log p(y_t | x_<=t) (T, B) -> masked NLL
+
+Each layer's input projection (all time steps, gates stacked) is one product outside its
+scan; dropout masks are drawn outside the scans too, on the non-recurrent connections only.
+A bidirectional model adds a backward stack that reads the targets from the end, and
+predicts y_t from the forward state at t and the backward state at t + 1 (the words after
+y_t): a fill-in-the-blank model, not a left-to-right language model.
+
+Batches are time-major: ids int32 (T, B), a mask (T, B) with 1 on real tokens; sentences
+are left-padded, so they all end at step T - 1. Every function is compiled once, on first
+use; initial recurrent states are inputs and final states outputs, so stream mode can carry
+them from batch to batch.
 """
 
 from __future__ import annotations
@@ -13,44 +23,75 @@ from functools import cached_property
 import aesara
 import aesara.tensor as at
 import numpy as np
+from aesara.tensor.random.utils import RandomStream
 from aesara.tensor.special import log_softmax
 
 from rnnlm.cells import CELLS
 from rnnlm.config import ModelConfig
 from rnnlm.params import Params, uniform_fan_in
 
-Optimizer = Callable[[list, list, aesara.compile.SharedVariable], dict]
+UpdatesFn = Callable[[Mapping, Mapping], Mapping]  # (params, grads) -> updates
+
+
+def stacks(config: ModelConfig) -> tuple[str, ...]:
+    """Parameter prefixes of the recurrent stacks: forward, and backward if bidirectional."""
+    return ("layer", "back") if config.bidirectional else ("layer",)
 
 
 def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every parameter's shape, in graph order, without allocating anything."""
     cell = CELLS[config.cell]
-    shapes = {
-        f"layer0/{name}": shape
-        for name, shape in cell.shapes(config.vocab_size, config.hidden_size).items()
-    }
-    shapes["out/W"] = (config.hidden_size, config.vocab_size)
+    width = cell.gates * config.hidden_size
+    shapes: dict[str, tuple[int, ...]] = {}
+    if config.embedding_size:
+        shapes["embed/W"] = (config.vocab_size, config.embedding_size)
+    for stack in stacks(config):
+        for layer in range(config.layers):
+            n_in = (
+                (config.embedding_size or config.vocab_size) if layer == 0 else config.hidden_size
+            )
+            shapes[f"{stack}{layer}/W_in"] = (n_in, width)
+            shapes[f"{stack}{layer}/W_rec"] = (config.hidden_size, width)
+            if config.bias:
+                shapes[f"{stack}{layer}/b"] = (width,)
+    if not config.tie_weights:
+        shapes["out/W"] = (config.top_size, config.vocab_size)
+    if config.bias:
+        shapes["out/b"] = (config.vocab_size,)
     return shapes
 
 
 def init_params(config: ModelConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Fresh parameter values, in graph order."""
+    """Fresh values: uniform weights (±init_scale, or the tutorial's ±1/sqrt(fan_in)),
+    zero biases but an LSTM's forget gate at 1, optionally an identity recurrent matrix."""
     cell = CELLS[config.cell]
-    arrays = {
-        f"layer0/{name}": value
-        for name, value in cell.init(rng, config.vocab_size, config.hidden_size).items()
-    }
-    arrays["out/W"] = uniform_fan_in(rng, param_shapes(config)["out/W"], config.hidden_size)
+    arrays = {}
+    for name, shape in param_shapes(config).items():
+        kind = name.rsplit("/", 1)[1]
+        if kind == "b":
+            value = np.zeros(shape)
+            if cell.forget_gate is not None and not name.startswith("out/"):
+                n = config.hidden_size
+                value[cell.forget_gate * n : (cell.forget_gate + 1) * n] = 1.0
+        elif kind == "W_rec" and config.identity_init:
+            value = np.tile(np.eye(config.hidden_size), (1, cell.gates))
+        elif config.init_scale:
+            value = rng.uniform(-config.init_scale, config.init_scale, size=shape)
+        else:
+            value = uniform_fan_in(rng, shape, shape[0])
+        arrays[name] = value
     return arrays
 
 
-def masked(step: Callable) -> Callable:
-    """Wrap a cell step so a padded position (mask 0) carries the previous state unchanged."""
+def masked(step: Callable, n_states: int) -> Callable:
+    """Wrap a cell step so a padded position (mask 0) carries the previous states unchanged."""
 
-    def masked_step(x_t, m_t, h_prev, *non_sequences):
-        h = step(x_t, h_prev, *non_sequences)
+    def masked_step(x_t, m_t, *args):
+        previous, non_sequences = args[:n_states], args[n_states:]
+        new = step(x_t, *previous, *non_sequences)
+        new = new if isinstance(new, list) else [new]
         m = m_t.dimshuffle(0, "x")  # (B, 1)
-        return m * h + (1 - m) * h_prev
+        return [m * h + (1 - m) * h_prev for h, h_prev in zip(new, previous, strict=True)]
 
     return masked_step
 
@@ -66,17 +107,30 @@ class Model:
         mode: str | None = None,
     ) -> None:
         self.config = config
+        self.cell = CELLS[config.cell]
         # The mode compiles both the functions and the scans' inner graphs (None: the config's).
         self.mode = aesara.compile.mode.get_mode(mode)
         if config.bptt_truncate != -1:
             # Aesara 2.9.4's scan_pushout_add moves the truncated gradient's sums out of the
             # scan with the full sequence length: a shape error at run time.
             self.mode = self.mode.excluding("scan_pushout_add")
-        fresh = init_params(config, np.random.default_rng(seed))
-        self.params = Params(fresh, config.dtype)
+        self.params = Params(init_params(config, np.random.default_rng(seed)), config.dtype)
         if params is not None:
             self.params.assign(params)
-        self.cell = CELLS[config.cell]
+        self.random = RandomStream(seed)
+
+    @property
+    def n_states(self) -> int:
+        """Recurrent state tensors carried between batches: per stack, layer and cell state."""
+        return len(stacks(self.config)) * self.config.layers * self.cell.states
+
+    def initial_states(self, batch_size: int) -> list[np.ndarray]:
+        shape = (batch_size, self.config.hidden_size)
+        return [np.zeros(shape, dtype=self.config.dtype) for _ in range(self.n_states)]
+
+    def reseed(self, seed: int) -> None:
+        """Dropout masks from here on depend only on `seed` (exact resume, reproducibility)."""
+        self.random.seed(seed)
 
     # -- symbolic graph ---------------------------------------------------------------------
 
@@ -84,37 +138,78 @@ class Model:
         x = at.imatrix("x")  # (T, B) input ids
         y = at.imatrix("y")  # (T, B) target ids
         mask = at.matrix("mask", dtype=self.config.dtype)  # (T, B)
-        return x, y, mask
+        states = [at.matrix(f"h0_{i}", dtype=self.config.dtype) for i in range(self.n_states)]
+        return x, y, mask, states
 
-    def _states(self, x, mask):
-        """Hidden states (T, B, H) for ids (T, B); the initial state is zero."""
+    def _dropout(self, h, train: bool):
+        keep = 1.0 - self.config.dropout
+        if not train or keep == 1.0:
+            return h
+        draw = self.random.uniform(0.0, 1.0, size=h.shape)
+        return h * at.cast(draw < keep, self.config.dtype) / np.asarray(keep, self.config.dtype)
+
+    def _stack(self, stack: str, ids, mask, initial: list, train: bool):
+        """One recurrent stack over ids (T, B): top states (T, B, H) and final states."""
+        p, config = self.params, self.config
+        finals = []
+        h = None
+        for layer in range(config.layers):
+            name = f"{stack}{layer}/"
+            if layer == 0 and not config.embedding_size:
+                projected = p[name + "W_in"][ids]  # (T, B, G*H): U x_t as a row lookup
+            else:
+                below = p["embed/W"][ids] if layer == 0 else h  # (T, B, E) or (T, B, H)
+                projected = at.dot(self._dropout(below, train), p[name + "W_in"])
+            if config.bias:
+                projected = projected + p[name + "b"]
+            n = self.cell.states
+            start = initial[layer * n : (layer + 1) * n]
+            outputs, _ = aesara.scan(
+                masked(self.cell.make_step(config), n),
+                sequences=[projected, mask],
+                outputs_info=start,
+                non_sequences=[p[name + "W_rec"]],
+                truncate_gradient=config.bptt_truncate,
+                strict=True,
+                mode=self.mode,
+                name=name.rstrip("/"),
+            )
+            outputs = outputs if isinstance(outputs, list) else [outputs]
+            h = outputs[0]  # (T, B, H)
+            finals += [state[-1] for state in outputs]
+        return h, finals
+
+    def _top(self, x, y, mask, initial: list, train: bool):
+        """What the output layer reads, (T, B, top_size), and the final states."""
+        per_stack = self.config.layers * self.cell.states
+        top, finals = self._stack("layer", x, mask, initial[:per_stack], train)
+        if self.config.bidirectional:
+            # The backward stack reads y from the end; its state at t has seen y_t, y_t+1, ...
+            back, back_finals = self._stack("back", y[::-1], mask[::-1], initial[per_stack:], train)
+            back = back[::-1]
+            # y_t is predicted from the words after it: the backward state at t + 1.
+            after = at.concatenate([back[1:], at.zeros_like(back[:1])], axis=0)
+            top = at.concatenate([top, after], axis=2)
+            finals += back_finals
+        return self._dropout(top, train), finals
+
+    def _log_softmax(self, top):
         p = self.params
-        projected = p["layer0/W_in"][x]  # (T, B, H): U x_t for every step, outside the scan
-        h0 = at.zeros((x.shape[1], self.config.hidden_size), dtype=self.config.dtype)
-        non_sequences = [p[f"layer0/{name}"] for name in self.cell.recurrent_params]
-        states, _ = aesara.scan(
-            masked(self.cell.step),
-            sequences=[projected, mask],
-            outputs_info=[h0],
-            non_sequences=non_sequences,
-            truncate_gradient=self.config.bptt_truncate,
-            strict=True,
-            mode=self.mode,
-            name="layer0",
-        )
-        return states
+        out_W = p["embed/W"].T if self.config.tie_weights else p["out/W"]
+        logits = at.dot(top, out_W)  # (T, B, V)
+        if self.config.bias:
+            logits = logits + p["out/b"]
+        return log_softmax(logits, axis=-1)
 
-    def _token_log_probs(self, states, y):
-        """log p(y_t | x_<=t), (T, B)."""
-        logits = at.dot(states, self.params["out/W"])  # (T, B, V)
-        log_p = log_softmax(logits, axis=-1)
+    def _token_log_probs(self, log_p, y):
+        """log p(y_t | ...) picked out of log_p (T, B, V): (T, B)."""
         flat = log_p.reshape((-1, self.config.vocab_size))  # (T*B, V)
         return flat[at.arange(flat.shape[0]), y.flatten()].reshape(y.shape)
 
-    def _nll_sum(self, x, y, mask):
-        """The tutorial's loss: summed cross-entropy over real tokens; and their count."""
-        token_log_p = self._token_log_probs(self._states(x, mask), y)
-        return -(token_log_p * mask).sum(), mask.sum()
+    def _nll(self, x, y, mask, initial, train: bool):
+        top, finals = self._top(x, y, mask, initial, train)
+        token_log_p = self._token_log_probs(self._log_softmax(top), y)
+        return -(token_log_p * mask).sum(), finals
 
     def _function(self, inputs, outputs, **kwargs):
         return aesara.function(inputs, outputs, mode=self.mode, **kwargs)
@@ -123,51 +218,86 @@ class Model:
 
     @cached_property
     def _log_probs_fn(self):
-        x, y, mask = self._inputs()
-        token_log_p = self._token_log_probs(self._states(x, mask), y)
-        return self._function([x, y, mask], token_log_p * mask)
+        x, y, mask, initial = self._inputs()
+        top, finals = self._top(x, y, mask, initial, train=False)
+        token_log_p = self._token_log_probs(self._log_softmax(top), y) * mask
+        return self._function([x, y, mask, *initial], [token_log_p, *finals])
+
+    @cached_property
+    def _distribution_fn(self):
+        x, y, mask, initial = self._inputs()
+        top, _ = self._top(x, y, mask, initial, train=False)
+        return self._function([x, y, mask, *initial], self._log_softmax(top))
 
     @cached_property
     def _gradients_fn(self):
-        x, y, mask = self._inputs()
-        nll, _ = self._nll_sum(x, y, mask)
-        return self._function([x, y, mask], aesara.grad(nll, list(self.params.values())))
+        x, y, mask, initial = self._inputs()
+        nll, _ = self._nll(x, y, mask, initial, train=False)
+        grads = aesara.grad(nll, list(self.params.values()))
+        return self._function([x, y, mask, *initial], grads)
 
     @cached_property
     def _step_fn(self):
-        """One step for generation: ids (B,) and states (B, H) -> logits (B, V), new states."""
+        """One step for generation: ids (B,) and states -> logits (B, V), new states."""
+        if self.config.bidirectional:
+            raise ValueError("a bidirectional model cannot generate left to right")
         ids = at.ivector("ids")
-        h_prev = at.matrix("h_prev", dtype=self.config.dtype)
+        _, _, _, initial = self._inputs()
+        # A length-1 sequence through the same stack keeps one code path for the graph.
+        mask = at.ones((1, ids.shape[0]), dtype=self.config.dtype)
+        top, finals = self._stack("layer", ids.dimshuffle("x", 0), mask, initial, train=False)
         p = self.params
-        non_sequences = [p[f"layer0/{name}"] for name in self.cell.recurrent_params]
-        h = self.cell.step(p["layer0/W_in"][ids], h_prev, *non_sequences)
-        logits = at.dot(h, p["out/W"])
-        return self._function([ids, h_prev], [logits, h])
+        out_W = p["embed/W"].T if self.config.tie_weights else p["out/W"]
+        logits = at.dot(top[0], out_W)
+        if self.config.bias:
+            logits = logits + p["out/b"]
+        return self._function([ids, *initial], [logits, *finals])
 
-    def compile_train_step(
-        self, optimizer: Optimizer, learning_rate: aesara.compile.SharedVariable
-    ) -> Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-        """(x, y, mask) -> (summed NLL, real tokens), updating the parameters in place."""
-        x, y, mask = self._inputs()
-        nll, n_tokens = self._nll_sum(x, y, mask)
-        params = list(self.params.values())
-        updates = optimizer(params, aesara.grad(nll, params), learning_rate)
-        return self._function([x, y, mask], [nll, n_tokens], updates=updates)
+    def compile_train_step(self, updates_for: UpdatesFn) -> Callable[..., list[np.ndarray]]:
+        """(x, y, mask, *states) -> [summed NLL, real tokens, *final states], updating params.
+
+        The objective is the summed NLL divided by the batch size: the tutorial's per-sentence
+        sum for one sentence, Zaremba et al.'s sum over time of the batch mean in stream mode.
+        """
+        x, y, mask, initial = self._inputs()
+        nll, finals = self._nll(x, y, mask, initial, train=True)
+        objective = nll / at.cast(x.shape[1], self.config.dtype)
+        grads = dict(
+            zip(self.params, aesara.grad(objective, list(self.params.values())), strict=True)
+        )
+        updates = updates_for(self.params, grads)
+        return self._function([x, y, mask, *initial], [nll, mask.sum(), *finals], updates=updates)
 
     # -- numpy-facing API -------------------------------------------------------------------
 
-    def log_probs(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """(T, B) log-probability of each target; 0 where the mask is 0."""
-        return self._log_probs_fn(x, y, mask.astype(self.config.dtype))
+    def _states_or_zeros(self, states, batch_size: int) -> list[np.ndarray]:
+        return list(states) if states is not None else self.initial_states(batch_size)
 
-    def gradients(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-        """Gradients of the summed masked NLL with respect to every parameter."""
-        grads = self._gradients_fn(x, y, mask.astype(self.config.dtype))
+    def log_probs(self, x, y, mask, states=None) -> np.ndarray:
+        """(T, B) log-probability of each target; 0 where the mask is 0."""
+        return self.log_probs_and_states(x, y, mask, states)[0]
+
+    def log_probs_and_states(self, x, y, mask, states=None) -> tuple[np.ndarray, list]:
+        """As `log_probs`, plus the final states to carry into the next batch."""
+        out = self._log_probs_fn(
+            x, y, mask.astype(self.config.dtype), *self._states_or_zeros(states, x.shape[1])
+        )
+        return out[0], out[1:]
+
+    def distribution(self, x, y, mask) -> np.ndarray:
+        """(T, B, V) log-probabilities of every word at every step."""
+        return self._distribution_fn(
+            x, y, mask.astype(self.config.dtype), *self.initial_states(x.shape[1])
+        )
+
+    def gradients(self, x, y, mask) -> dict[str, np.ndarray]:
+        """Gradients of the summed masked NLL (no dropout) with respect to every parameter."""
+        grads = self._gradients_fn(
+            x, y, mask.astype(self.config.dtype), *self.initial_states(x.shape[1])
+        )
         return dict(zip(self.params, grads, strict=True))
 
-    def initial_state(self, batch_size: int) -> np.ndarray:
-        return np.zeros((batch_size, self.config.hidden_size), dtype=self.config.dtype)
-
-    def step(self, ids: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Advance one token: ids (B,) and state (B, H) -> logits (B, V) and the new state."""
-        return self._step_fn(np.asarray(ids, dtype=np.int32), state)
+    def step(self, ids: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list]:
+        """Advance one token: ids (B,) and states -> logits (B, V) and the new states."""
+        out = self._step_fn(np.asarray(ids, dtype=np.int32), *states)
+        return out[0], out[1:]

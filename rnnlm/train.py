@@ -1,12 +1,14 @@
-"""The training loop: corpus -> vocabulary -> SGD steps -> evaluations -> checkpoints.
+"""The training loop: batches -> compiled steps -> evaluations -> schedule -> checkpoints.
 
-Fixed order per step: draw the next sentence, one compiled SGD step, maybe evaluate
-(halving the learning rate when the loss rose, as the tutorial does) and save.
+Fixed order per step: next batch, one compiled update, then maybe an evaluation (schedule,
+rollback, best model, early stopping) and a checkpoint. Everything random is derived from
+the seed and the position (epoch, step), so a resumed run retraces an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import signal
@@ -14,14 +16,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rnnlm import checkpoint
-from rnnlm.batches import length_batches, pad_batch
+from rnnlm.batches import length_batches, stream, stream_batches, training_batches
 from rnnlm.config import Config
 from rnnlm.corpus import Corpus, load_corpus
 from rnnlm.errors import RnnlmError
@@ -36,41 +38,82 @@ EVAL_BATCH_SIZE = 64
 class Prepared:
     corpus: Corpus
     vocab: Vocabulary
-    sentences: list[np.ndarray]  # encoded, both markers included
-    unique_tokens: int
+    sentences: list[np.ndarray]  # encoded training sentences, both markers included
+    valid: list[np.ndarray] = field(default_factory=list)  # empty: no validation set
 
 
-def prepare_data(config: Config) -> Prepared:
-    """Read, tokenize, build the vocabulary and encode, logging what the tutorial prints."""
+def prepare_data(config: Config, vocab: Vocabulary | None = None) -> Prepared:
+    """Read and tokenize, build the vocabulary (unless given), encode, split off validation.
+
+    Logs what the tutorial prints: sentences parsed, unique tokens, the rarest word kept.
+    """
     data = config.data
-    corpus = load_corpus(
-        data.corpus, format=data.format, column=data.column, lowercase=data.lowercase
+
+    def read(path: str | None) -> Corpus:
+        return load_corpus(
+            path,
+            format=data.format,
+            column=data.column,
+            lowercase=data.lowercase,
+            level=data.level,
+        )
+
+    corpus = read(data.corpus)
+    sentences = corpus.sentences
+    valid_tokens: list[list[str]] = []
+    if data.valid:
+        valid_tokens = read(data.valid).sentences
+    elif data.valid_fraction:
+        held_out = int(len(sentences) * data.valid_fraction)
+        if held_out < 1 or held_out >= len(sentences):
+            raise RnnlmError(
+                f"valid_fraction {data.valid_fraction} leaves no validation or no training "
+                f"sentences out of {len(sentences)}"
+            )
+        order = np.random.default_rng(config.train.seed).permutation(len(sentences))
+        valid_tokens = [sentences[i] for i in order[:held_out]]
+        sentences = [sentences[i] for i in order[held_out:]]
+    if vocab is None:
+        counts = count_tokens(sentences)
+        vocab = build_vocabulary(counts, data.vocab_size, data.min_count)
+        log.info("Parsed %d sentences.", len(sentences))
+        log.info("Found %d unique words tokens.", len(counts))
+        log.info("Using vocabulary size %d.", len(vocab))
+        rarest = max(
+            (i for i, word in enumerate(vocab.words) if word != vocab.unknown),
+            key=lambda i: (-vocab.counts[i], i),
+        )
+        log.info(
+            "The least frequent word in our vocabulary is '%s' and appeared %d times.",
+            vocab.words[rarest],
+            vocab.counts[rarest],
+        )
+    if valid_tokens:
+        log.info("Validation: %d sentences.", len(valid_tokens))
+    return Prepared(
+        corpus,
+        vocab,
+        [vocab.encode(tokens) for tokens in sentences],
+        [vocab.encode(tokens) for tokens in valid_tokens],
     )
-    counts = count_tokens(corpus.sentences)
-    vocab = build_vocabulary(counts, data.vocab_size, data.min_count)
-    log.info("Parsed %d sentences.", len(corpus.sentences))
-    log.info("Found %d unique words tokens.", len(counts))
-    log.info("Using vocabulary size %d.", len(vocab))
-    rarest = min(
-        (i for i, word in enumerate(vocab.words) if word != vocab.unknown),
-        key=lambda i: (vocab.counts[i], -i),
-    )
-    log.info(
-        "The least frequent word in our vocabulary is '%s' and appeared %d times.",
-        vocab.words[rarest],
-        vocab.counts[rarest],
-    )
-    sentences = [vocab.encode(tokens) for tokens in corpus.sentences]
-    return Prepared(corpus, vocab, sentences, len(counts))
 
 
-def mean_loss(model: Any, sentences: list[np.ndarray]) -> float:
-    """Cross-entropy per predicted token (words and SENTENCE_END), in nats."""
+def evaluate(model: Any, sentences: list[np.ndarray], mode: str, batch_size: int, bptt: int):
+    """(summed NLL, predicted tokens) without dropout; stream mode carries the state."""
     total, count = 0.0, 0.0
-    for _, x, y, mask in length_batches(sentences, EVAL_BATCH_SIZE, model.config.dtype):
-        total -= float(model.log_probs(x, y, mask).sum(dtype=np.float64))
-        count += float(mask.sum())
-    return total / count
+    dtype = model.config.dtype
+    if mode == "stream":
+        columns = max(1, min(batch_size, (sum(len(s) for s in sentences) - 1) // 2))
+        states = model.initial_states(columns)
+        for x, y, mask in stream_batches(stream(sentences, columns), bptt, dtype):
+            log_p, states = model.log_probs_and_states(x, y, mask, states)
+            total -= float(log_p.sum(dtype=np.float64))
+            count += float(mask.sum())
+    else:
+        for _, x, y, mask in length_batches(sentences, EVAL_BATCH_SIZE, dtype):
+            total -= float(model.log_probs(x, y, mask).sum(dtype=np.float64))
+            count += float(mask.sum())
+    return total, count
 
 
 @contextlib.contextmanager
@@ -93,158 +136,284 @@ def interrupt_flag() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-def train(
-    config: Config,
-    prepared: Prepared,
-    out: str | Path,
-    *,
-    mode: str | None = None,
-    show_progress: bool = False,
-) -> dict[str, Any]:
-    """Train with the tutorial's per-sentence SGD; returns a summary of the run."""
-    import aesara
-    from tqdm import tqdm
+def best_path(out: Path) -> Path:
+    """Where the best model (lowest evaluation loss) is kept, beside the latest."""
+    return out.with_name(out.stem + ".best" + out.suffix)
 
-    from rnnlm.model import Model
-    from rnnlm.optim import sgd
 
-    out = Path(out)
-    if out.parent and not out.parent.exists():
-        raise RnnlmError(f"output folder does not exist: {out.parent}")
-    tc = config.train
-    rng = np.random.default_rng(tc.seed)
-    model_config = config.model
-    model = Model(model_config, seed=tc.seed, mode=mode)
-    log.info(
-        "Model: %s, hidden %d, vocabulary %d, %d parameters, bptt_truncate %d",
-        model_config.cell,
-        model_config.hidden_size,
-        model_config.vocab_size,
-        model.params.count(),
-        model_config.bptt_truncate,
-    )
-    sentences = prepared.sentences
-    eval_set = [sentences[i] for i in rng.permutation(len(sentences))[: tc.eval_sentences]]
-    learning_rate = aesara.shared(np.asarray(tc.learning_rate, dtype=model_config.dtype))
-    compile_start = time.perf_counter()
-    train_step = model.compile_train_step(sgd, learning_rate)
-    initial = mean_loss(model, eval_set)
-    log.info("Compiled in %.1f s.", time.perf_counter() - compile_start)
+class Trainer:
+    """One training run; `run()` returns a summary. Owns the schedule and the checkpoints."""
 
-    history: list[dict[str, Any]] = []
-    progress = {
-        "epoch": 0,
-        "step": 0,
-        "examples_seen": 0,
-        "tokens_seen": 0,
-        "learning_rate": tc.learning_rate,
-        "last_loss": initial,
-    }
-    _log_eval(progress, None, initial, 0.0)
-    eval_every = tc.eval_every or len(sentences)
-    start = time.perf_counter()
-    run_loss, run_tokens = 0.0, 0.0
-    previous_loss = initial
-    interrupted = False
+    def __init__(
+        self,
+        config: Config,
+        prepared: Prepared,
+        out: str | Path,
+        *,
+        mode: str | None = None,
+        show_progress: bool = False,
+        resume: checkpoint.Checkpoint | None = None,
+    ) -> None:
+        import aesara
 
-    def save() -> None:
-        progress["learning_rate"] = float(learning_rate.get_value())
-        checkpoint.save(
-            out,
-            checkpoint.Checkpoint(config, prepared.vocab, model.params.values_dict(), progress),
+        from rnnlm.model import Model
+        from rnnlm.optim import updates_for
+
+        # The vocabulary built from the corpus decides the model's vocabulary size.
+        model_config = dataclasses.replace(config.model, vocab_size=len(prepared.vocab))
+        config = dataclasses.replace(config, model=model_config)
+        tc = config.train
+        if config.model.bidirectional and tc.mode == "stream":
+            raise RnnlmError("a bidirectional model trains in sentence mode only")
+        self.config, self.prepared, self.out = config, prepared, Path(out)
+        if not self.out.parent.is_dir():
+            raise RnnlmError(f"output folder does not exist: {self.out.parent}")
+        self.show_progress = show_progress
+        self.model = Model(config.model, seed=tc.seed, mode=mode)
+        dtype = config.model.dtype
+        self.learning_rate = aesara.shared(np.asarray(tc.learning_rate, dtype=dtype), name="lr")
+        self.optimizer_state: dict = {}
+
+        def updates(params, grads):
+            result, self.optimizer_state = updates_for(tc, params, grads, self.learning_rate)
+            return result
+
+        started = time.perf_counter()
+        self.train_step = self.model.compile_train_step(updates)
+        log.info(
+            "Model: %s, %d layer(s) of %d%s, vocabulary %d, %d parameters; compiled in %.1f s.",
+            config.model.cell,
+            config.model.layers,
+            config.model.hidden_size,
+            " (bidirectional)" if config.model.bidirectional else "",
+            config.model.vocab_size,
+            self.model.params.count(),
+            time.perf_counter() - started,
+        )
+        if prepared.valid:
+            self.eval_set = prepared.valid
+        else:
+            pick = np.random.default_rng(tc.seed).permutation(len(prepared.sentences))
+            self.eval_set = [prepared.sentences[i] for i in pick[: tc.eval_sentences]]
+        self.progress: dict[str, Any] = {
+            "epoch": 0,
+            "batch": 0,
+            "step": 0,
+            "examples_seen": 0,
+            "tokens_seen": 0,
+            "learning_rate": tc.learning_rate,
+            "best_loss": None,
+            "last_loss": None,
+            "bad_evals": 0,
+            "wall_s": 0.0,
+        }
+        self.carry = None  # stream mode: states carried from the last batch
+        self.history: list[dict[str, Any]] = []
+        if resume is not None:
+            self._restore(resume)
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def _checkpoint(self) -> checkpoint.Checkpoint:
+        self.progress["learning_rate"] = float(self.learning_rate.get_value())
+        return checkpoint.Checkpoint(
+            self.config,
+            self.prepared.vocab,
+            self.model.params.values_dict(),
+            dict(self.progress),
+            optimizer={name: var.get_value() for name, var in self.optimizer_state.items()},
+            carry=list(self.carry) if self.carry is not None else [],
         )
 
-    total_steps = tc.epochs * len(sentences)
-    order = (i for _ in range(tc.epochs) for i in rng.permutation(len(sentences)))
-    with (
-        interrupt_flag() as stop,
-        tqdm(
-            total=total_steps,
-            disable=not show_progress,
-            file=sys.stderr,
-            unit="sent",
-            dynamic_ncols=True,
-            leave=False,
-        ) as bar,
-    ):
-        for index in order:
-            x, y, mask = pad_batch([sentences[index]], model_config.dtype)
-            nll, n_tokens = train_step(x, y, mask)
-            nll, n_tokens = float(nll), float(n_tokens)
-            if not math.isfinite(nll):
-                raise RnnlmError(
-                    f"the loss became {nll} at step {progress['step'] + 1}: try a smaller --lr"
-                )
-            run_loss += nll
-            run_tokens += n_tokens
-            progress["step"] += 1
-            progress["examples_seen"] += 1
-            progress["tokens_seen"] += int(n_tokens)
-            progress["epoch"] = progress["step"] / len(sentences)
-            bar.update(1)
-            if progress["step"] % 50 == 0:
-                bar.set_postfix(loss=f"{run_loss / max(run_tokens, 1):.3f}", refresh=False)
-            if progress["step"] % eval_every == 0:
-                elapsed = time.perf_counter() - start
-                loss = mean_loss(model, eval_set)
-                record = _log_eval(progress, run_loss / run_tokens, loss, elapsed)
-                history.append(record)
-                run_loss, run_tokens = 0.0, 0.0
-                if loss > previous_loss:
-                    learning_rate.set_value(learning_rate.get_value() * 0.5)
-                    log.info("Loss rose: learning rate halved to %g.", learning_rate.get_value())
-                previous_loss = loss
-                progress["last_loss"] = loss
-                save()
-            if stop.is_set():
-                interrupted = True
-                break
-            continue
-    if interrupted:
-        log.info("Interrupted at step %d: saving the model as it is now.", progress["step"])
-    save()
-    elapsed = time.perf_counter() - start
-    return {
-        "model": str(out),
-        "corpus": prepared.corpus.source,
-        "sentences": len(sentences),
-        "vocab_size": len(prepared.vocab),
-        "steps": progress["step"],
-        "epochs": progress["epoch"],
-        "tokens_seen": progress["tokens_seen"],
-        "wall_s": round(elapsed, 2),
-        "tokens_per_s": round(progress["tokens_seen"] / max(elapsed, 1e-9), 1),
-        "initial_loss": initial,
-        "final_loss": progress["last_loss"],
-        "interrupted": interrupted,
-        "history": history,
-    }
+    def _restore(self, ckpt: checkpoint.Checkpoint) -> None:
+        self.model.params.assign(ckpt.params)
+        if set(ckpt.optimizer) != set(self.optimizer_state):
+            raise RnnlmError(
+                "the checkpoint's optimizer state does not match "
+                f"train.optimizer = {self.config.train.optimizer!r}"
+            )
+        for name, var in self.optimizer_state.items():
+            value = ckpt.optimizer[name]
+            if value.shape != var.get_value(borrow=True).shape:
+                raise RnnlmError(f"optimizer state {name} has the wrong shape {value.shape}")
+            var.set_value(value.astype(var.dtype))
+        self.progress.update(ckpt.progress)
+        self.learning_rate.set_value(
+            np.asarray(self.progress["learning_rate"], self.learning_rate.dtype)
+        )
+        self.carry = ckpt.carry or None
+        log.info(
+            "Resuming at epoch %d, step %d, learning rate %g.",
+            self.progress["epoch"] + 1,
+            self.progress["step"],
+            self.progress["learning_rate"],
+        )
 
+    # -- one epoch of batches ---------------------------------------------------------------
 
-def _log_eval(
-    progress: dict[str, Any], train_loss: float | None, loss: float, elapsed: float
-) -> dict[str, Any]:
-    record = {
-        "step": progress["step"],
-        "epoch": round(progress["epoch"], 3),
-        "examples_seen": progress["examples_seen"],
-        "learning_rate": progress["learning_rate"],
-        "train_loss": train_loss,
-        "loss": loss,
-        "perplexity": math.exp(loss),
-        "tokens_per_s": progress["tokens_seen"] / elapsed if elapsed else None,
-        "wall_s": elapsed,
-    }
-    running = f"train {train_loss:.4f}  " if train_loss is not None else ""
-    speed = f"  {record['tokens_per_s']:.0f} tokens/s" if elapsed else ""
-    log.info(
-        "step %d  epoch %.2f  examples %d  %sloss %.4f  perplexity %.1f%s",
-        progress["step"],
-        progress["epoch"],
-        progress["examples_seen"],
-        running,
-        loss,
-        math.exp(loss),
-        speed,
-    )
-    return record
+    def _batches(self, epoch: int):
+        tc, dtype = self.config.train, self.config.model.dtype
+        rng = np.random.default_rng([tc.seed, epoch])
+        if tc.mode == "stream":
+            return list(
+                stream_batches(stream(self.prepared.sentences, tc.batch_size), tc.bptt, dtype)
+            )
+        return training_batches(self.prepared.sentences, tc.batch_size, rng, dtype)
+
+    # -- evaluation and schedule ------------------------------------------------------------
+
+    def _evaluate(self) -> float:
+        tc = self.config.train
+        total, count = evaluate(self.model, self.eval_set, tc.mode, tc.batch_size, tc.bptt)
+        return total / count
+
+    def _after_evaluation(self, loss: float, train_loss: float | None, elapsed: float) -> bool:
+        """Apply the schedule; returns True when early stopping says stop."""
+        tc, p = self.config.train, self.progress
+        record = {
+            "step": p["step"],
+            "epoch": round(p["epoch"] + p["batch"] / max(self.epoch_batches, 1), 3),
+            "tokens_seen": p["tokens_seen"],
+            "learning_rate": float(self.learning_rate.get_value()),
+            "train_loss": train_loss,
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 700)),
+            "tokens_per_s": p["tokens_seen"] / elapsed if elapsed else None,
+            "wall_s": elapsed,
+        }
+        self.history.append(record)
+        what = "valid" if self.prepared.valid else "eval"
+        running = (
+            f"  train {train_loss:.4f} (ppl {math.exp(min(train_loss, 700)):.1f})"
+            if train_loss is not None
+            else ""
+        )
+        speed = f"  {record['tokens_per_s']:.0f} tokens/s" if elapsed else ""
+        log.info(
+            "step %d  epoch %.2f  lr %.4g%s  %s %.4f (ppl %.1f)%s",
+            p["step"],
+            record["epoch"],
+            record["learning_rate"],
+            running,
+            what,
+            loss,
+            record["perplexity"],
+            speed,
+        )
+        p["last_loss"] = loss
+        best = p["best_loss"]
+        if best is None or loss < best:
+            p["best_loss"], p["bad_evals"] = loss, 0
+            checkpoint.save(best_path(self.out), self._checkpoint())
+            return False
+        p["bad_evals"] += 1
+        if tc.halve_on_rise:
+            # Mikolov's RNNLM: back to the best weights, then take smaller steps.
+            self.model.params.assign(checkpoint.load(best_path(self.out)).params)
+            self.learning_rate.set_value(self.learning_rate.get_value() * 0.5)
+            log.info(
+                "Loss rose (best %.4f): back to the best weights, learning rate halved to %g.",
+                best,
+                self.learning_rate.get_value(),
+            )
+        if tc.patience and p["bad_evals"] >= tc.patience:
+            log.info("No improvement in %d evaluations: stopping early.", p["bad_evals"])
+            return True
+        return False
+
+    def _end_of_epoch(self) -> None:
+        tc, p = self.config.train, self.progress
+        p["epoch"] += 1
+        p["batch"] = 0
+        self.carry = None
+        if tc.lr_decay < 1 and p["epoch"] >= tc.lr_decay_start:
+            self.learning_rate.set_value(self.learning_rate.get_value() * tc.lr_decay)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        from tqdm import tqdm
+
+        tc, p, model = self.config.train, self.progress, self.model
+        started = time.perf_counter() - p["wall_s"]
+        self.epoch_batches = len(self._batches(0))
+        if p["best_loss"] is None and p["step"] == 0:
+            self._after_evaluation(self._evaluate(), None, 0.0)
+        eval_every = tc.eval_every or self.epoch_batches
+        run_loss, run_tokens = 0.0, 0.0
+        stopped = interrupted = False
+        with (
+            interrupt_flag() as interrupt,
+            tqdm(
+                total=tc.epochs * self.epoch_batches,
+                initial=p["epoch"] * self.epoch_batches + p["batch"],
+                disable=not self.show_progress,
+                file=sys.stderr,
+                unit="batch",
+                dynamic_ncols=True,
+                leave=False,
+            ) as bar,
+        ):
+            while p["epoch"] < tc.epochs and not (stopped or interrupted):
+                batches = self._batches(p["epoch"])
+                for x, y, mask in batches[p["batch"] :]:
+                    states = (
+                        self.carry if self.carry is not None else model.initial_states(x.shape[1])
+                    )
+                    if self.config.model.dropout:
+                        model.reseed([tc.seed, p["step"]])
+                    out = self.train_step(x, y, mask, *states)
+                    nll, n_tokens = float(out[0]), float(out[1])
+                    if not math.isfinite(nll):
+                        raise RnnlmError(
+                            f"the loss became {nll} at step {p['step'] + 1}: try a smaller "
+                            "learning rate or --clip-norm"
+                        )
+                    if tc.mode == "stream":
+                        self.carry = [np.asarray(s) for s in out[2:]]
+                    run_loss += nll
+                    run_tokens += n_tokens
+                    p["step"] += 1
+                    p["batch"] += 1
+                    p["examples_seen"] += x.shape[1]
+                    p["tokens_seen"] += int(n_tokens)
+                    bar.update(1)
+                    if p["step"] % 20 == 0:
+                        bar.set_postfix(
+                            ppl=f"{math.exp(min(run_loss / run_tokens, 700)):.1f}", refresh=False
+                        )
+                    if p["batch"] == len(batches):
+                        self._end_of_epoch()
+                    if p["step"] % eval_every == 0:
+                        p["wall_s"] = time.perf_counter() - started
+                        stopped = self._after_evaluation(
+                            self._evaluate(), run_loss / run_tokens, p["wall_s"]
+                        )
+                        run_loss, run_tokens = 0.0, 0.0
+                        checkpoint.save(self.out, self._checkpoint())
+                    if interrupt.is_set():
+                        interrupted = True
+                    if stopped or interrupted:
+                        break
+        if interrupted:
+            log.info("Interrupted at step %d: saving the model as it is now.", p["step"])
+        p["wall_s"] = time.perf_counter() - started
+        checkpoint.save(self.out, self._checkpoint())
+        return {
+            "model": str(self.out),
+            "best_model": str(best_path(self.out)),
+            "corpus": self.prepared.corpus.source,
+            "sentences": len(self.prepared.sentences),
+            "vocab_size": len(self.prepared.vocab),
+            "steps": p["step"],
+            "epochs": p["epoch"],
+            "tokens_seen": p["tokens_seen"],
+            "wall_s": round(p["wall_s"], 2),
+            "tokens_per_s": round(p["tokens_seen"] / max(p["wall_s"], 1e-9), 1),
+            "initial_loss": self.history[0]["loss"] if self.history else None,
+            "final_loss": p["last_loss"],
+            "best_loss": p["best_loss"],
+            "interrupted": interrupted,
+            "early_stopped": stopped,
+            "history": self.history,
+        }

@@ -39,7 +39,11 @@ def batch():
 def model(request, weights):
     """One model per truncation, compiled once and shared by the tests that use it."""
     config = ModelConfig(
-        vocab_size=VOCAB, hidden_size=HIDDEN, bptt_truncate=request.param, dtype="float64"
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        bptt_truncate=request.param,
+        bias=False,  # the tutorial's RNN
+        dtype="float64",
     )
     model = Model(config, seed=0, mode="FAST_COMPILE")
     for name, tutorial_name in NAMES.items():
