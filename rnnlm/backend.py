@@ -6,6 +6,8 @@ quiet about known-noisy warnings. A user's own `AESARA_FLAGS` always win, flag b
 
 from __future__ import annotations
 
+import configparser
+import contextlib
 import importlib.util
 import logging
 import os
@@ -46,16 +48,35 @@ def parse_flags(text: str) -> dict[str, str]:
     return flags
 
 
+def _canonical(name: str) -> str:
+    # "blas.ldflags", "blas__ldflags" and ("blas", "ldflags") in an rc file are one flag.
+    return name.replace(".", "__").lower()
+
+
+def user_flag_names() -> set[str]:
+    """Flags the user set, in `AESARA_FLAGS` or in the `.aesararc` files Aesara reads."""
+    names = {_canonical(name) for name in parse_flags(os.environ.get("AESARA_FLAGS", ""))}
+    rc = configparser.RawConfigParser()
+    paths = os.environ.get("AESARARC", "~/.aesararc").split(os.pathsep)
+    with contextlib.suppress(configparser.Error, UnicodeDecodeError):
+        rc.read([os.path.expanduser(path) for path in paths])
+    for section in rc.sections():
+        for option in rc.options(section):
+            names.add(_canonical(option if section == "global" else f"{section}__{option}"))
+    return names
+
+
 def configure_aesara() -> None:
-    """Merge our defaults under the user's `AESARA_FLAGS`; a no-op once aesara is imported."""
+    """Put our defaults under the user's own settings; a no-op once aesara is imported."""
     if "aesara" in sys.modules:
         return
-    user = parse_flags(os.environ.get("AESARA_FLAGS", ""))
-    flags = dict(DEFAULT_FLAGS)
-    if "blas__ldflags" not in user and "blas.ldflags" not in user:
-        flags["blas__ldflags"] = find_openblas()
-    flags.update(user)
-    os.environ["AESARA_FLAGS"] = ",".join(f"{k}={v}" for k, v in flags.items())
+    defaults = dict(DEFAULT_FLAGS, blas__ldflags=find_openblas())
+    user = user_flag_names()
+    ours = {name: value for name, value in defaults.items() if _canonical(name) not in user}
+    given = os.environ.get("AESARA_FLAGS", "")
+    os.environ["AESARA_FLAGS"] = ",".join(
+        [f"{name}={value}" for name, value in ours.items()] + ([given] if given else [])
+    )
     # numpy.distutils' deprecation notice fires on every import of aesara.
     warnings.filterwarnings("ignore", message=".*numpy.distutils.*", category=DeprecationWarning)
     # Aesara looks for "-l<name>" as a file name, so "-l:<file>" always draws a false alarm.

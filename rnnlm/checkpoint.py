@@ -71,10 +71,17 @@ def load(path: str | Path) -> Checkpoint:
     if not path.is_file():
         raise RnnlmError(f"model file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a lone .npy array
+            raise ValueError("not an .npz archive")
+        with loaded as npz:
             arrays = {name: npz[name] for name in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise RnnlmError(f"{path} is not an rnnlm model file ({exc})") from None
+    # A zip member not stored as .npy comes back as raw bytes.
+    strays = sorted(name for name, value in arrays.items() if not isinstance(value, np.ndarray))
+    if strays:
+        raise RnnlmError(f"{path} is not an rnnlm model file (stray member {strays[0]!r})")
     meta = _read_meta(path, arrays.pop("meta", None))
     config = Config.from_dict(meta["config"])
     vocab = Vocabulary.from_dict(meta["vocab"])
@@ -108,7 +115,7 @@ def _read_meta(path: Path, raw: np.ndarray | None) -> dict[str, Any]:
         raise RnnlmError(f"{path} is not an rnnlm model file (no metadata)")
     try:
         meta = json.loads(str(raw))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise RnnlmError(f"{path}: metadata is not valid JSON") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise RnnlmError(f"{path} is not an rnnlm model file")

@@ -374,11 +374,12 @@ def sample(model_path, count, max_length, min_length, temperature, seed, as_json
         min_length=min_length,
         temperature=temperature,
     )
+    joiner = "" if ckpt.config.data.level == "char" else " "
     if as_json:
-        echo_json([{"text": " ".join(words), "tokens": words} for words in sentences])
+        echo_json([{"text": joiner.join(words), "tokens": words} for words in sentences])
     else:
         for words in sentences:
-            click.echo(" ".join(words))
+            click.echo(joiner.join(words))
 
 
 @main.command()
@@ -420,7 +421,7 @@ def fill(sentence, model_path, top_k, as_json) -> None:
 @click.option(
     "--file",
     "file_",
-    type=click.File("r", encoding="utf-8"),
+    type=click.File("rb"),
     help="Score each line of this file ('-' for stdin).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
@@ -432,16 +433,14 @@ def score(sentences, model_path, file_, as_json) -> None:
     SENTENCE_END (SENTENCE_START is given, never predicted). Perplexity is
     exp(-log-probability / tokens).
     """
-    from rnnlm.corpus import tokenize
+    from rnnlm.corpus import decode_utf8, tokenize
     from rnnlm.generate import corpus_perplexity
     from rnnlm.generate import score as score_sentences
 
     texts = list(sentences)
     if file_ is not None:
-        try:
-            texts += [line.rstrip("\n") for line in file_ if line.strip()]
-        except UnicodeDecodeError as exc:
-            raise RnnlmError(f"{file_.name} is not UTF-8 (byte {exc.start})") from None
+        text = decode_utf8(file_.read(), getattr(file_, "name", "stdin"))
+        texts += [line.strip() for line in text.splitlines() if line.strip()]
     if not texts:
         raise RnnlmError("nothing to score: give sentences as arguments or --file")
     model, ckpt = load_model(model_path)

@@ -29,7 +29,8 @@ class DataConfig:
     format: str | None = None  # csv | lines | prose; None: from the file suffix
     column: str = "body"
     lowercase: bool = True
-    level: str = "word"  # word | char
+    level: str = "word"  # word (nltk) | char | whitespace (pre-tokenized, e.g. PTB)
+    unknown: str = "UNKNOWN_TOKEN"  # the corpus's own unknown-word marker, e.g. "<unk>"
     vocab_size: int = 8000  # the tutorial's size, markers and UNKNOWN_TOKEN included
     min_count: int = 1
     valid: str | None = None  # a validation corpus, read like the training one
@@ -39,7 +40,8 @@ class DataConfig:
         _require(self.vocab_size >= 4, "data.vocab_size", "must be at least 4")
         _require(self.min_count >= 1, "data.min_count", "must be at least 1")
         _require(self.format in (None, "csv", "lines", "prose"), "data.format", "csv|lines|prose")
-        _require(self.level in ("word", "char"), "data.level", "word|char")
+        _require(self.level in ("word", "char", "whitespace"), "data.level", "word|char|whitespace")
+        _require(bool(self.unknown.strip()), "data.unknown", "must be a non-empty token")
         _require(0 <= self.valid_fraction < 1, "data.valid_fraction", "must be in [0, 1)")
 
 
@@ -72,6 +74,11 @@ class ModelConfig:
             self.bias or self.cell.startswith("rnn"),
             "model.bias",
             "gru and lstm cells need their biases",
+        )
+        _require(
+            not self.identity_init or self.cell.startswith("rnn"),
+            "model.identity_init",
+            "only for rnn-tanh and rnn-relu cells",
         )
         _require(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
         _require(self.init_scale >= 0, "model.init_scale", "must be 0 or positive")

@@ -24,7 +24,7 @@ from rnnlm.errors import RnnlmError
 log = logging.getLogger(__name__)
 
 FORMATS = ("csv", "lines", "prose")
-LEVELS = ("word", "char")
+LEVELS = ("word", "char", "whitespace")  # whitespace: pre-tokenized text such as PTB
 SAMPLE_SOURCE = "built-in sample corpus"
 
 # Large enough for any real field, small enough for a C long on every platform (sys.maxsize
@@ -66,7 +66,7 @@ def load_corpus(
         _check_choice("format", format, FORMATS, source)
         _check_choice("level", level, LEVELS, source)
         resource = importlib.resources.files("rnnlm").joinpath("data/sample.txt")
-        documents = _documents(_decode(resource.read_bytes(), source), format, column, source)
+        documents = _documents(decode_utf8(resource.read_bytes(), source), format, column, source)
     else:
         source = str(path)
         format = format or ("csv" if Path(path).suffix.lower() == ".csv" else "lines")
@@ -109,7 +109,7 @@ def read_documents(path: str | Path, format: str, column: str = "body") -> list[
         data = path.read_bytes()
     except OSError as error:
         raise RnnlmError(f"{source}: cannot read: {error.strerror or error}") from error
-    return _documents(_decode(data, source), format, column, source)
+    return _documents(decode_utf8(data, source), format, column, source)
 
 
 def split_sentences(documents: list[str], format: str) -> list[str]:
@@ -135,12 +135,15 @@ def split_sentences(documents: list[str], format: str) -> list[str]:
 
 
 def tokenize(sentence: str, *, lowercase: bool = True, level: str = "word") -> list[str]:
-    """Tokens of one sentence: Treebank-style words, or characters with whitespace runs as " "."""
+    """Tokens of one sentence: Treebank-style words, whitespace-separated tokens, or characters
+    (whitespace runs as one " ")."""
     _check_choice("level", level, LEVELS, "tokenize")
     if lowercase:
         sentence = sentence.lower()
     if level == "char":
         return list(_WHITESPACE_RUN.sub(" ", sentence).strip())
+    if level == "whitespace":
+        return sentence.split()
     return _WORD_TOKENIZER.tokenize(sentence)
 
 
@@ -149,7 +152,7 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...], where: str) -
         raise RnnlmError(f"{where}: unknown {name} {value!r} (choose from {', '.join(choices)})")
 
 
-def _decode(data: bytes, source: str) -> str:
+def decode_utf8(data: bytes, source: str) -> str:
     """Strict UTF-8 (a BOM is dropped); the error names the first bad byte's offset and line."""
     offset = 0
     if data.startswith(codecs.BOM_UTF8):

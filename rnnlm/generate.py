@@ -32,7 +32,7 @@ def sample(
     `min_length` words: the tutorial resamples until it gets another word, which is the
     same as drawing from the renormalised rest. A sentence stops at `max_length` words.
     """
-    if temperature <= 0:
+    if not 0 < temperature < math.inf:
         raise RnnlmError("--temperature must be positive")
     if not 1 <= min_length <= max_length:
         raise RnnlmError("need 1 <= --min-length <= --max-length")

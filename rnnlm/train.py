@@ -75,7 +75,7 @@ def prepare_data(config: Config, vocab: Vocabulary | None = None) -> Prepared:
         sentences = [sentences[i] for i in order[held_out:]]
     if vocab is None:
         counts = count_tokens(sentences)
-        vocab = build_vocabulary(counts, data.vocab_size, data.min_count)
+        vocab = build_vocabulary(counts, data.vocab_size, data.min_count, data.unknown)
         log.info("Parsed %d sentences.", len(sentences))
         log.info("Found %d unique words tokens.", len(counts))
         log.info("Using vocabulary size %d.", len(vocab))
@@ -395,9 +395,12 @@ class Trainer:
                         interrupted = True
                     if stopped or interrupted:
                         break
+        p["wall_s"] = time.perf_counter() - started
         if interrupted:
             log.info("Interrupted at step %d: saving the model as it is now.", p["step"])
-        p["wall_s"] = time.perf_counter() - started
+        elif self.history[-1]["step"] != p["step"]:
+            # Steps since the last evaluation: measure the weights that are about to be saved.
+            self._after_evaluation(self._evaluate(), run_loss / run_tokens, p["wall_s"])
         checkpoint.save(self.out, self._checkpoint())
         return {
             "model": str(self.out),

@@ -174,8 +174,13 @@ def count_tokens(sentences: Iterable[Sequence[str]]) -> collections.Counter[str]
     return counts
 
 
-def build_vocabulary(counts: collections.Counter[str], size: int, min_count: int = 1) -> Vocabulary:
-    """The (size - 1) most frequent tokens, then UNKNOWN_TOKEN; fewer if the corpus is smaller.
+def build_vocabulary(
+    counts: collections.Counter[str], size: int, min_count: int = 1, unknown: str = UNKNOWN_TOKEN
+) -> Vocabulary:
+    """The (size - 1) most frequent tokens, then `unknown`; fewer if the corpus is smaller.
+
+    `unknown` may be the corpus's own marker (PTB's `<unk>`): its occurrences then simply
+    count as unknown words, and no second unknown token is added.
 
     Ties break by token string so the ids do not depend on corpus order. Tokens seen fewer than
     `min_count` times are dropped. The markers are always kept, displacing the rarest kept token
@@ -190,7 +195,7 @@ def build_vocabulary(counts: collections.Counter[str], size: int, min_count: int
         (
             (token, count)
             for token, count in counts.items()
-            if token not in markers and token != UNKNOWN_TOKEN and count >= min_count
+            if token not in markers and token != unknown and count >= min_count
         ),
         key=lambda item: (-item[1], item[0]),
     )
@@ -201,7 +206,7 @@ def build_vocabulary(counts: collections.Counter[str], size: int, min_count: int
 
     kept_total = sum(count for _, count in kept)
     unknown_count = sum(count for count in counts.values() if count > 0) - kept_total
-    words = tuple(token for token, _ in kept) + (UNKNOWN_TOKEN,)
+    words = tuple(token for token, _ in kept) + (unknown,)
     word_counts = tuple(count for _, count in kept) + (unknown_count,)
     log.info(
         "vocabulary: %d tokens (asked for %d); %d of %d distinct corpus tokens map to %s",
@@ -209,6 +214,6 @@ def build_vocabulary(counts: collections.Counter[str], size: int, min_count: int
         size,
         len(counts) - len(kept),
         len(counts),
-        UNKNOWN_TOKEN,
+        unknown,
     )
-    return Vocabulary(words=words, counts=word_counts)
+    return Vocabulary(words=words, counts=word_counts, unknown=unknown)
