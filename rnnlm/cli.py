@@ -79,7 +79,20 @@ TRAIN_OPTIONS = [
         "lines = a sentence per line (PTB style); prose = running text, split by a Punkt model "
         "trained on it. Default: csv for .csv, else lines.",
     ),
-    ("--level", "data", "level", click.Choice(["word", "char"]), "Words or characters."),
+    (
+        "--level",
+        "data",
+        "level",
+        click.Choice(["word", "char", "whitespace"]),
+        "Tokens: nltk words, characters, or whitespace-separated (pre-tokenized text, PTB).",
+    ),
+    (
+        "--unknown",
+        "data",
+        "unknown",
+        str,
+        "The corpus's own unknown-word marker, if it has one (PTB: <unk>).",
+    ),
     ("--keep-case/--lowercase", "data", "lowercase", None, "Keep the text's case."),
     (
         "--vocab-size",

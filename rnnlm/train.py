@@ -310,6 +310,7 @@ class Trainer:
         if tc.halve_on_rise:
             # Mikolov's RNNLM: back to the best weights, then take smaller steps.
             self.model.params.assign(checkpoint.load(best_path(self.out)).params)
+            p["last_loss"] = best  # the loss of the weights now in place
             self.learning_rate.set_value(self.learning_rate.get_value() * 0.5)
             log.info(
                 "Loss rose (best %.4f): back to the best weights, learning rate halved to %g.",

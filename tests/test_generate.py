@@ -1,0 +1,182 @@
+"""Sampling and scoring, held against the model's own scan and one-step functions."""
+
+import contextlib
+import math
+
+import numpy as np
+import pytest
+
+from rnnlm.config import ModelConfig
+from rnnlm.errors import RnnlmError
+from rnnlm.generate import SCORE_BATCH_SIZE, corpus_perplexity, sample, score
+from rnnlm.model import Model
+from rnnlm.vocab import build_vocabulary, count_tokens
+
+CORPUS = [
+    "the cat sat on the mat".split(),
+    "the dog sat on the log".split(),
+    "a cat saw a dog".split(),
+    "the dog ran".split(),
+]
+TEXTS = ["the cat ran", "a dog sat on the mat", "cat", "the zebra sat on a log ."]
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return build_vocabulary(count_tokens(CORPUS), 50)
+
+
+@pytest.fixture(scope="module")
+def model(vocab):
+    """One compiled float64 model for the whole module; tests that rig weights restore them."""
+    config = ModelConfig(vocab_size=len(vocab), hidden_size=6, bias=True, dtype="float64")
+    return Model(config, seed=1)
+
+
+@contextlib.contextmanager
+def output_bias(model, changes):
+    """Temporarily add to the output bias: +big makes a word near certain, -big impossible."""
+    shared = model.params["out/b"]
+    saved = shared.get_value()
+    rigged = saved.copy()
+    for word_id, delta in changes.items():
+        rigged[word_id] += delta
+    shared.set_value(rigged)
+    try:
+        yield
+    finally:
+        shared.set_value(saved)
+
+
+def draw(model, vocab, seed=0, n=8, **kwargs):
+    return sample(model, vocab, np.random.default_rng(seed), n, **kwargs)
+
+
+# -- sampling ---------------------------------------------------------------------------------
+
+
+def test_sample_returns_n_sentences_of_vocabulary_words(model, vocab):
+    sentences = draw(model, vocab, n=5)
+    assert len(sentences) == 5
+    assert all(sentence and all(word in vocab for word in sentence) for sentence in sentences)
+
+
+def test_sample_never_emits_markers_or_unknown_even_when_they_are_near_certain(model, vocab):
+    big = 1e3
+    with output_bias(model, {vocab.unknown_id: big, vocab.start_id: big}):
+        sentences = draw(model, vocab, n=20, max_length=10)
+    words = {word for sentence in sentences for word in sentence}
+    assert words and not words & {vocab.unknown, vocab.start, vocab.end}
+
+
+def test_sample_stops_at_max_length(model, vocab):
+    with output_bias(model, {vocab.end_id: -1e3}):  # the sentence would never end
+        sentences = draw(model, vocab, max_length=7)
+    assert [len(s) for s in sentences] == [7] * len(sentences)
+
+
+def test_sample_never_ends_before_min_length(model, vocab):
+    with output_bias(model, {vocab.end_id: 1e3}):  # SENTENCE_END as soon as it is allowed
+        sentences = draw(model, vocab, min_length=4, max_length=10)
+    assert [len(s) for s in sentences] == [4] * len(sentences)
+
+
+def test_sample_is_reproducible_from_the_seed(model, vocab):
+    assert draw(model, vocab, seed=5) == draw(model, vocab, seed=5)
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0])
+def test_sample_rejects_a_temperature_that_is_not_positive(model, vocab, temperature):
+    with pytest.raises(RnnlmError, match="temperature"):
+        draw(model, vocab, temperature=temperature)
+
+
+def test_sample_rejects_a_nan_temperature(model, vocab):
+    with pytest.raises(RnnlmError, match="temperature"):
+        draw(model, vocab, temperature=float("nan"))
+
+
+def test_sample_rejects_min_length_above_max_length(model, vocab):
+    with pytest.raises(RnnlmError, match="min-length"):
+        draw(model, vocab, min_length=5, max_length=4)
+
+
+# -- scoring ----------------------------------------------------------------------------------
+
+
+def scored(model, vocab, texts):
+    return score(model, vocab, texts, [text.split() for text in texts])
+
+
+def test_score_matches_log_probs_of_one_unpadded_sentence(model, vocab):
+    for text in TEXTS:
+        [result] = scored(model, vocab, [text])
+        ids = vocab.encode(text.split())
+        want = model.log_probs(ids[:-1, None], ids[1:, None], np.ones((len(ids) - 1, 1)))
+        np.testing.assert_allclose(result.log_probs, want[:, 0], rtol=1e-12)
+
+
+def test_score_matches_the_one_step_function_used_for_sampling(model, vocab):
+    """An independent path: feed the words one at a time, log-softmax each step's logits."""
+    text = TEXTS[1]
+    [result] = scored(model, vocab, [text])
+    ids = vocab.encode(text.split())
+    states = model.initial_states(1)
+    want = []
+    for current, target in zip(ids[:-1], ids[1:], strict=True):
+        logits, states = model.step(np.array([current]), states)
+        logits = logits[0].astype(np.float64)
+        want.append(logits[target] - np.logaddexp.reduce(logits))
+    np.testing.assert_allclose(result.log_probs, want, rtol=1e-10)
+
+
+def test_score_tokens_are_the_words_then_sentence_end(model, vocab):
+    [result] = scored(model, vocab, ["the cat ran"])
+    assert result.tokens == ["the", "cat", "ran", vocab.end]
+    assert len(result.log_probs) == 4
+
+
+def test_score_flags_out_of_vocabulary_words(model, vocab):
+    [result] = scored(model, vocab, ["the zebra sat on a xylophone"])
+    assert result.unknown == [False, True, False, False, False, True, False]
+    assert result.to_dict()["n_unknown"] == 2
+
+
+def test_batch_scoring_equals_scoring_each_sentence_alone(model, vocab):
+    together = scored(model, vocab, TEXTS)
+    for text, result in zip(TEXTS, together, strict=True):
+        [alone] = scored(model, vocab, [text])
+        assert result.text == text and result.tokens == alone.tokens
+        np.testing.assert_allclose(result.log_probs, alone.log_probs, rtol=1e-12)
+
+
+def test_scoring_more_sentences_than_one_batch_keeps_their_order(model, vocab):
+    texts = [TEXTS[i % len(TEXTS)] for i in range(SCORE_BATCH_SIZE + 5)]
+    results = scored(model, vocab, texts)
+    assert [r.text for r in results] == texts
+    alone = {text: scored(model, vocab, [text])[0].log_probs for text in TEXTS}
+    for result in results:
+        np.testing.assert_allclose(result.log_probs, alone[result.text], rtol=1e-12)
+
+
+def test_sentence_score_totals_and_perplexity(model, vocab):
+    [result] = scored(model, vocab, [TEXTS[1]])
+    summary = result.to_dict()
+    assert summary["log_prob"] == pytest.approx(sum(result.log_probs), abs=1e-12)
+    assert summary["n_tokens"] == len(result.log_probs)
+    assert summary["perplexity"] == pytest.approx(
+        math.exp(-summary["log_prob"] / summary["n_tokens"]), rel=1e-12
+    )
+    assert summary["log10_prob"] == pytest.approx(summary["log_prob"] / math.log(10), rel=1e-12)
+
+
+def test_corpus_perplexity_is_exp_of_the_mean_token_nll(model, vocab):
+    results = scored(model, vocab, TEXTS)
+    log_probs = [lp for r in results for lp in r.log_probs]
+    want = math.exp(-sum(log_probs) / len(log_probs))
+    assert corpus_perplexity(results) == pytest.approx(want, rel=1e-12)
+
+
+def test_score_rejects_a_sentence_without_words(model, vocab):
+    with pytest.raises(RnnlmError, match="no words"):
+        score(model, vocab, ["the cat", "  "], [["the", "cat"], []])
