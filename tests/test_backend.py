@@ -84,3 +84,18 @@ def test_configure_aesara_is_a_no_op_once_aesara_is_imported(monkeypatch):
     monkeypatch.setenv("AESARA_FLAGS", "floatX=float64")
     configure_aesara()
     assert os.environ["AESARA_FLAGS"] == "floatX=float64"
+
+
+def test_import_never_needs_numpy_distutils():
+    # With setuptools >= 74, numpy.distutils cannot be imported, and Aesara 2.9.4 probes it for
+    # BLAS flags whenever blas__ldflags is unset. Blocking the module stands in for that setup.
+    code = (
+        "import sys; sys.modules['numpy.distutils'] = None; "
+        "import rnnlm, aesara; print(aesara.config.floatX)"
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("AESARA")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "float32"
