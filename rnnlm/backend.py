@@ -79,6 +79,7 @@ def configure_aesara() -> None:
     )
     # numpy.distutils' deprecation notice fires on every import of aesara.
     warnings.filterwarnings("ignore", message=".*numpy.distutils.*", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message="Use shutil.which", category=DeprecationWarning)
     # Aesara looks for "-l<name>" as a file name, so "-l:<file>" always draws a false alarm.
     logging.getLogger("aesara.tensor.blas").addFilter(
         lambda record: "did not find a dynamic library" not in record.getMessage()

@@ -93,3 +93,23 @@ def test_padding_does_not_change_a_sentences_log_probs(model, padded):
         alone = model.log_probs(ids[:-1, None], ids[1:, None], np.ones((n, 1)))
         np.testing.assert_allclose(batched[steps - n :, column], alone[:, 0], rtol=1e-12)
         assert not batched[: steps - n, column].any()  # padded positions contribute 0
+
+
+@pytest.mark.parametrize("truncate", [-1, 2])
+def test_padding_does_not_change_the_gradients(truncate):
+    # Gradients of a padded batch are the sum of each sentence's own gradients; with
+    # truncation too, since left padding puts each sentence's last words at the last steps.
+    config = ModelConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        cell="gru",
+        embedding_size=4,
+        bptt_truncate=truncate,
+        dtype="float64",
+    )
+    model = Model(config, seed=5)
+    together = model.gradients(*pad_batch(SENTENCES, "float64"))
+    alone = [model.gradients(*pad_batch([s], "float64")) for s in SENTENCES]
+    for name, grad in together.items():
+        assert np.abs(grad).max() > 0
+        np.testing.assert_allclose(grad, sum(g[name] for g in alone), rtol=1e-10, atol=1e-12)

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from rnnlm import __version__, checkpoint
 from rnnlm.cli import main
 from rnnlm.corpus import SAMPLE_SOURCE, tokenize
+from rnnlm.vocab import SENTENCE_END, SENTENCE_START, UNKNOWN_TOKEN
 
 SUBJECTS = ["the cat", "the dog", "a bird", "my sister", "the old man", "a small child"]
 VERBS = ["sees", "likes", "follows"]
@@ -476,3 +477,39 @@ def test_ctrl_c_during_training_saves_a_loadable_model_and_exits_0(tmp_path):
     assert saved.progress["step"] == summary["steps"] > 0
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
     assert os.path.getsize(out) > 0
+
+
+def test_character_level_model_trains_samples_and_scores(corpus, tmp_path):
+    out = tmp_path / "chars.npz"
+    result = run(
+        "train",
+        "--corpus",
+        corpus,
+        "--level",
+        "char",
+        "--vocab-size",
+        40,
+        "--hidden-size",
+        8,
+        "--epochs",
+        1,
+        "--batch-size",
+        8,
+        "--optimizer",
+        "adam",
+        "--lr",
+        0.01,
+        "--out",
+        out,
+    )
+    assert_ok(result)
+    vocab = checkpoint.load(out).vocab
+    specials = {SENTENCE_START, SENTENCE_END, UNKNOWN_TOKEN}
+    assert all(len(word) == 1 for word in vocab.words if word not in specials)
+    sampled = run("sample", "--model", out, "-n", 2, "--seed", 3, "--json")
+    assert_ok(sampled)
+    for sentence in json.loads(sampled.stdout):
+        assert sentence["text"] == "".join(sentence["tokens"])
+    scored = json.loads(run("score", "--model", out, "the cat", "--json").stdout)
+    tokens = [t["token"] for t in scored["sentences"][0]["tokens"]]
+    assert tokens == [*"the cat", vocab.end]
