@@ -69,6 +69,11 @@ def training_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def stream_ids(sentences: Sequence[np.ndarray]) -> np.ndarray:
+    """S a b c E d e E ...: the first SENTENCE_START, then each sentence's words and end."""
+    return np.concatenate([sentences[0][:1]] + [s[1:] for s in sentences]).astype(np.int32)
+
+
 def stream(sentences: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
     """The corpus as one sequence cut into `batch_size` columns, time-major (N, B) int32.
 
@@ -79,7 +84,7 @@ def stream(sentences: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
     SENTENCE_END separates sentences and the next word is predicted from it. The tail that
     does not fill a whole row is dropped.
     """
-    ids = np.concatenate([sentences[0][:1]] + [s[1:] for s in sentences]).astype(np.int32)
+    ids = stream_ids(sentences)
     rows = len(ids) // batch_size
     if rows < 2:
         raise ValueError(f"a stream of {len(ids)} tokens is too short for {batch_size} columns")

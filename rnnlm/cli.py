@@ -330,6 +330,15 @@ def refuse_bidirectional(ckpt, what: str) -> None:
         )
 
 
+mode_option = click.option(
+    "--mode",
+    type=click.Choice(["sentence", "stream"]),
+    default="sentence",
+    show_default=True,
+    help="sentence: the state starts afresh at every sentence; stream: the sentences are one "
+    "text, the state carried across (PTB convention).",
+)
+
 model_option = click.option(
     "--model",
     "model_path",
@@ -437,9 +446,10 @@ def fill(sentence, model_path, top_k, as_json) -> None:
     type=click.File("rb"),
     help="Score each line of this file ('-' for stdin).",
 )
+@mode_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @user_errors
-def score(sentences, model_path, file_, as_json) -> None:
+def score(sentences, model_path, file_, mode, as_json) -> None:
     """Log-probability, per-token probabilities and perplexity of each sentence.
 
     Each sentence is tokenized like the training corpus; its tokens are its words and
@@ -459,12 +469,9 @@ def score(sentences, model_path, file_, as_json) -> None:
     model, ckpt = load_model(model_path)
     refuse_bidirectional(ckpt, "score sentences")
     lowercase = ckpt.config.data.lowercase
-    scores = score_sentences(
-        model,
-        ckpt.vocab,
-        texts,
-        [tokenize(t, lowercase=lowercase, level=ckpt.config.data.level) for t in texts],
-    )
+    level = ckpt.config.data.level
+    tokens = [tokenize(t, lowercase=lowercase, level=level) for t in texts]
+    scores = score_sentences(model, ckpt.vocab, texts, tokens, mode)
     result = {"sentences": [s.to_dict() for s in scores]}
     if len(scores) > 1:
         result["corpus_perplexity"] = corpus_perplexity(scores)
@@ -486,3 +493,89 @@ def score(sentences, model_path, file_, as_json) -> None:
             f"corpus perplexity {result['corpus_perplexity']:.2f} "
             f"over {sum(len(s.log_probs) for s in scores)} tokens"
         )
+
+
+@main.command(name="eval")
+@model_option
+@click.option(
+    "--corpus",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Text to evaluate, read like the training corpus.",
+)
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["csv", "lines", "prose"]),
+    help="Default: the model's training format, else from the suffix.",
+)
+@click.option("--column", default=None, help="CSV column (default: the model's).")
+@mode_option
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Resample sentences N times for a 95 %% interval of the perplexity.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@user_errors
+def evaluate(model_path, corpus, format_, column, mode, bootstrap, seed, quiet, as_json) -> None:
+    """Cross-entropy and perplexity of a corpus, with the conventions used.
+
+    Every word and each SENTENCE_END is predicted and counted, SENTENCE_START never.
+    Unknown words count as the unknown token; the perplexity without them is given too.
+    """
+    from tqdm import tqdm
+
+    from rnnlm.corpus import load_corpus
+    from rnnlm.evaluate import sentence_log_probs, summarize
+
+    setup_logging(quiet)
+    model, ckpt = load_model(model_path)
+    refuse_bidirectional(ckpt, "report a perplexity")
+    data = ckpt.config.data
+    same_format = format_ is None and Path(corpus).suffix == Path(data.corpus or ".txt").suffix
+    text = load_corpus(
+        corpus,
+        format=format_ or (data.format if same_format else None),
+        column=column or data.column,
+        lowercase=data.lowercase,
+        level=data.level,
+    )
+    encoded = [ckpt.vocab.encode(tokens) for tokens in text.sentences]
+    total = sum(len(s) - 1 for s in encoded)
+    show = not quiet and sys.stderr.isatty()
+    with tqdm(total=total, unit="tok", disable=not show, file=sys.stderr, leave=False) as bar:
+        log_probs = sentence_log_probs(model, encoded, mode, progress=bar.update)
+    result = summarize(encoded, log_probs, ckpt.vocab.unknown_id, mode, bootstrap, seed)
+    if as_json:
+        echo_json({"model": str(model_path), "corpus": corpus, **result.to_dict()})
+        return
+    values = result.to_dict()
+    without = values["perplexity_without_unknown"]
+    click.echo(
+        f"{corpus}: {result.sentences} sentences, {result.tokens} tokens predicted "
+        f"(words + SENTENCE_END; SENTENCE_START is given, never predicted)"
+    )
+    state = "carried across sentences (stream)" if mode == "stream" else "reset at every sentence"
+    click.echo(f"state: {state}")
+    click.echo(
+        f"unknown: {result.unknown} tokens ({100 * values['unknown_rate']:.2f} %) "
+        f"mapped to {ckpt.vocab.unknown}"
+    )
+    click.echo(
+        f"cross-entropy {result.cross_entropy:.4f} nats/token "
+        f"({values['cross_entropy_bits']:.4f} bits)"
+    )
+    interval = (
+        f"  (95 % bootstrap interval {result.interval[0]:.2f} .. {result.interval[1]:.2f},"
+        f" {bootstrap} resamples)"
+        if result.interval
+        else ""
+    )
+    click.echo(f"perplexity {result.perplexity:.2f} including unknown words{interval}")
+    if without is not None:
+        click.echo(f"perplexity {without:.2f} excluding unknown words")

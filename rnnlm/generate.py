@@ -8,12 +8,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rnnlm.batches import length_batches
 from rnnlm.errors import RnnlmError
+from rnnlm.evaluate import sentence_log_probs
 from rnnlm.model import Model
 from rnnlm.vocab import Vocabulary
-
-SCORE_BATCH_SIZE = 32
 
 
 def sample(
@@ -93,26 +91,23 @@ class SentenceScore:
 
 
 def score(
-    model: Model, vocab: Vocabulary, texts: Sequence[str], sentences: Sequence[Sequence[str]]
+    model: Model,
+    vocab: Vocabulary,
+    texts: Sequence[str],
+    sentences: Sequence[Sequence[str]],
+    mode: str = "sentence",
 ) -> list[SentenceScore]:
-    """Score tokenized sentences (without markers), batched by length."""
+    """Score tokenized sentences (without markers): each alone, or in stream mode as one text."""
     for text, tokens in zip(texts, sentences, strict=True):
         if not tokens:
             raise RnnlmError(f"nothing to score: {text!r} has no words")
-    encoded = [vocab.encode(tokens) for tokens in sentences]
-    results: list[SentenceScore | None] = [None] * len(encoded)
-    for rows, x, y, mask in length_batches(encoded, SCORE_BATCH_SIZE, model.config.dtype):
-        log_p = model.log_probs(x, y, mask).astype(np.float64)
-        for column, index in enumerate(rows):
-            n = len(encoded[index]) - 1  # predicted tokens: words + SENTENCE_END
-            tokens = [*sentences[index], vocab.end]
-            results[index] = SentenceScore(
-                texts[index],
-                tokens,
-                log_p[-n:, column].tolist(),
-                [t not in vocab for t in tokens],
-            )
-    return results  # type: ignore[return-value]
+    log_probs = sentence_log_probs(model, [vocab.encode(tokens) for tokens in sentences], mode)
+    return [
+        SentenceScore(
+            text, [*tokens, vocab.end], lp.tolist(), [t not in vocab for t in tokens] + [False]
+        )
+        for text, tokens, lp in zip(texts, sentences, log_probs, strict=True)
+    ]
 
 
 def corpus_perplexity(scores: Sequence[SentenceScore]) -> float:

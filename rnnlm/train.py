@@ -23,15 +23,14 @@ from typing import Any
 import numpy as np
 
 from rnnlm import checkpoint
-from rnnlm.batches import length_batches, stream, stream_batches, training_batches
+from rnnlm.batches import stream, stream_batches, training_batches
 from rnnlm.config import Config
 from rnnlm.corpus import Corpus, load_corpus
 from rnnlm.errors import RnnlmError
+from rnnlm.evaluate import sentence_log_probs
 from rnnlm.vocab import Vocabulary, build_vocabulary, count_tokens
 
 log = logging.getLogger(__name__)
-
-EVAL_BATCH_SIZE = 64
 
 
 @dataclass
@@ -98,22 +97,10 @@ def prepare_data(config: Config, vocab: Vocabulary | None = None) -> Prepared:
     )
 
 
-def evaluate(model: Any, sentences: list[np.ndarray], mode: str, batch_size: int, bptt: int):
-    """(summed NLL, predicted tokens) without dropout; stream mode carries the state."""
-    total, count = 0.0, 0.0
-    dtype = model.config.dtype
-    if mode == "stream":
-        columns = max(1, min(batch_size, (sum(len(s) for s in sentences) - 1) // 2))
-        states = model.initial_states(columns)
-        for x, y, mask in stream_batches(stream(sentences, columns), bptt, dtype):
-            log_p, states = model.log_probs_and_states(x, y, mask, states)
-            total -= float(log_p.sum(dtype=np.float64))
-            count += float(mask.sum())
-    else:
-        for _, x, y, mask in length_batches(sentences, EVAL_BATCH_SIZE, dtype):
-            total -= float(model.log_probs(x, y, mask).sum(dtype=np.float64))
-            count += float(mask.sum())
-    return total, count
+def evaluate(model: Any, sentences: list[np.ndarray], mode: str) -> float:
+    """Cross-entropy per predicted token, in nats, without dropout."""
+    log_probs = sentence_log_probs(model, sentences, mode)
+    return -math.fsum(lp.sum() for lp in log_probs) / sum(len(lp) for lp in log_probs)
 
 
 @contextlib.contextmanager
@@ -263,9 +250,7 @@ class Trainer:
     # -- evaluation and schedule ------------------------------------------------------------
 
     def _evaluate(self) -> float:
-        tc = self.config.train
-        total, count = evaluate(self.model, self.eval_set, tc.mode, tc.batch_size, tc.bptt)
-        return total / count
+        return evaluate(self.model, self.eval_set, self.config.train.mode)
 
     def _after_evaluation(self, loss: float, train_loss: float | None, elapsed: float) -> bool:
         """Apply the schedule; returns True when early stopping says stop."""

@@ -1,0 +1,126 @@
+"""Corpus evaluation: per-sentence log-probabilities, perplexity with its conventions, bootstrap.
+
+Conventions: every word and each SENTENCE_END is predicted and counted; SENTENCE_START is
+given, never predicted. Unknown words are predicted as the unknown token and counted;
+the perplexity without them leaves their predictions out of both the sum and the count.
+Sentence mode resets the state at every sentence; stream mode reads the corpus as one
+sequence (SENTENCE_END then the next sentence's first word), carrying the state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from rnnlm.batches import length_batches, stream_batches, stream_ids
+
+BATCH_SIZE = 64
+STREAM_BPTT = 100
+
+
+def sentence_log_probs(
+    model,
+    sentences: Sequence[np.ndarray],
+    mode: str = "sentence",
+    progress: Callable[[int], None] | None = None,
+) -> list[np.ndarray]:
+    """For each encoded sentence, ln p of its predicted tokens (words, SENTENCE_END), float64."""
+    dtype = model.config.dtype
+    if mode == "stream":
+        # One column, so no token is dropped and each maps back to its sentence.
+        ids = stream_ids(sentences)[:, None]
+        states = model.initial_states(1)
+        pieces = []
+        for x, y, mask in stream_batches(ids, STREAM_BPTT, dtype):
+            log_p, states = model.log_probs_and_states(x, y, mask, states)
+            pieces.append(log_p[:, 0].astype(np.float64))
+            if progress:
+                progress(int(mask.sum()))
+        flat = np.concatenate(pieces)
+        ends = np.cumsum([len(s) - 1 for s in sentences])
+        return np.split(flat, ends[:-1])
+    result: list[np.ndarray] = [np.empty(0)] * len(sentences)
+    for rows, x, y, mask in length_batches(sentences, BATCH_SIZE, dtype):
+        log_p = model.log_probs(x, y, mask).astype(np.float64)
+        for column, index in enumerate(rows):
+            result[index] = log_p[-(len(sentences[index]) - 1) :, column]
+        if progress:
+            progress(int(mask.sum()))
+    return result
+
+
+@dataclass
+class Evaluation:
+    """Totals over a corpus; every derived number is a property."""
+
+    mode: str
+    sentences: int
+    tokens: int  # predicted: words + SENTENCE_END
+    unknown: int  # predicted tokens that were the unknown token
+    nll: float  # -sum ln p, nats
+    nll_unknown: float  # the part of `nll` spent on unknown tokens
+    interval: tuple[float, float] | None = None  # bootstrap 95 % interval of the perplexity
+
+    @property
+    def cross_entropy(self) -> float:
+        return self.nll / self.tokens
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.cross_entropy)
+
+    @property
+    def perplexity_without_unknown(self) -> float | None:
+        known = self.tokens - self.unknown
+        return math.exp((self.nll - self.nll_unknown) / known) if known else None
+
+    def to_dict(self) -> dict:
+        return {
+            **asdict(self),
+            "cross_entropy_nats": self.cross_entropy,
+            "cross_entropy_bits": self.cross_entropy / math.log(2),
+            "perplexity": self.perplexity,
+            "perplexity_without_unknown": self.perplexity_without_unknown,
+            "unknown_rate": self.unknown / self.tokens,
+        }
+
+
+def summarize(
+    sentences: Sequence[np.ndarray],
+    log_probs: Sequence[np.ndarray],
+    unknown_id: int,
+    mode: str,
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> Evaluation:
+    """Totals over the corpus, and a bootstrap interval when `bootstrap` > 0."""
+    is_unknown = [s[1:] == unknown_id for s in sentences]
+    nll = np.array([-lp.sum() for lp in log_probs])
+    counts = np.array([len(lp) for lp in log_probs])
+    result = Evaluation(
+        mode=mode,
+        sentences=len(sentences),
+        tokens=int(counts.sum()),
+        unknown=int(sum(u.sum() for u in is_unknown)),
+        nll=float(math.fsum(nll)),
+        nll_unknown=float(
+            math.fsum(-lp[u].sum() for lp, u in zip(log_probs, is_unknown, strict=True))
+        ),
+    )
+    if bootstrap:
+        result.interval = bootstrap_interval(nll, counts, bootstrap, seed)
+    return result
+
+
+def bootstrap_interval(
+    nll: np.ndarray, counts: np.ndarray, samples: int, seed: int = 0
+) -> tuple[float, float]:
+    """95 % percentile interval of the perplexity, resampling sentences with replacement."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(nll), size=(samples, len(nll)))
+    perplexities = np.exp(nll[picks].sum(axis=1) / counts[picks].sum(axis=1))
+    low, high = np.percentile(perplexities, [2.5, 97.5])
+    return float(low), float(high)

@@ -1,0 +1,113 @@
+"""Corpus evaluation: the counting conventions, stream vs sentence mode, the bootstrap, the CLI."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rnnlm import checkpoint
+from rnnlm.cli import main
+from rnnlm.config import Config, DataConfig, ModelConfig
+from rnnlm.evaluate import bootstrap_interval, sentence_log_probs, summarize
+from rnnlm.model import Model, init_params
+from rnnlm.vocab import build_vocabulary, count_tokens
+
+WORDS = ["the cat sat .", "a dog ran to the cat .", "the bird sang .", "a cat ran ."]
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return build_vocabulary(count_tokens([s.split() for s in WORDS]), 20)
+
+
+@pytest.fixture(scope="module")
+def model(vocab):
+    config = ModelConfig(vocab_size=len(vocab), hidden_size=5, cell="gru", embedding_size=4)
+    return Model(config, seed=2)
+
+
+def encode(vocab, texts):
+    return [vocab.encode(text.split()) for text in texts]
+
+
+def test_stream_and_sentence_mode_agree_on_a_single_sentence(model, vocab):
+    sentence = encode(vocab, ["a dog sat to the bird ."])
+    alone = sentence_log_probs(model, sentence, "sentence")[0]
+    streamed = sentence_log_probs(model, sentence, "stream")[0]
+    np.testing.assert_allclose(streamed, alone, rtol=1e-5)
+
+
+def test_stream_mode_carries_the_state_into_the_next_sentence(model, vocab):
+    sentences = encode(vocab, WORDS)
+    alone = sentence_log_probs(model, sentences, "sentence")
+    streamed = sentence_log_probs(model, sentences, "stream")
+    assert [len(s) for s in streamed] == [len(s) - 1 for s in sentences]
+    np.testing.assert_allclose(streamed[0], alone[0], rtol=1e-5)
+    assert not np.allclose(streamed[1], alone[1])
+
+
+def test_unknown_words_are_counted_and_can_be_left_out(model, vocab):
+    sentences = encode(vocab, ["the zebra sat .", "a cat ran ."])  # "zebra" is unknown
+    log_probs = sentence_log_probs(model, sentences)
+    result = summarize(sentences, log_probs, vocab.unknown_id, "sentence")
+    assert result.tokens == 4 + 1 + 4 + 1  # words + SENTENCE_END, never SENTENCE_START
+    assert result.unknown == 1
+    zebra = -log_probs[0][1]
+    assert result.nll_unknown == pytest.approx(zebra)
+    assert result.perplexity == pytest.approx(math.exp(result.nll / 10))
+    assert result.perplexity_without_unknown == pytest.approx(math.exp((result.nll - zebra) / 9))
+
+
+def test_bootstrap_interval_holds_the_estimate_and_narrows_with_more_sentences():
+    rng = np.random.default_rng(0)
+    counts = rng.integers(5, 20, 4000)
+    nll = counts * rng.normal(4.0, 0.5, 4000)
+
+    def interval(n):
+        low, high = bootstrap_interval(nll[:n], counts[:n], 500, seed=1)
+        point = math.exp(nll[:n].sum() / counts[:n].sum())
+        assert low < point < high
+        return high - low
+
+    assert interval(4000) < interval(400) / 2
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory, vocab, model):
+    folder = tmp_path_factory.mktemp("eval")
+    config = Config(data=DataConfig(vocab_size=20), model=model.config)
+    path = folder / "m.npz"
+    params = init_params(model.config, np.random.default_rng(2))
+    checkpoint.save(path, checkpoint.Checkpoint(config, vocab, params))
+    corpus = folder / "text.txt"
+    corpus.write_text("the cat sat .\nthe zebra ran to the dog .\na bird sang .\n")
+    return path, corpus
+
+
+def test_eval_perplexity_equals_the_one_from_scores_per_token_probabilities(model_file):
+    path, corpus = model_file
+    runner = CliRunner()
+    result = runner.invoke(main, ["eval", "--model", str(path), "--corpus", str(corpus), "--json"])
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads(result.stdout)
+    lines = corpus.read_text().splitlines()
+    scored = runner.invoke(main, ["score", "--model", str(path), *lines, "--json"])
+    tokens = [t for s in json.loads(scored.stdout)["sentences"] for t in s["tokens"]]
+    expected = math.exp(-sum(math.log(t["prob"]) for t in tokens) / len(tokens))
+    assert evaluation["tokens"] == len(tokens)
+    assert evaluation["perplexity"] == pytest.approx(expected, rel=1e-6)
+    assert evaluation["unknown"] == sum(t["unknown"] for t in tokens) == 1
+
+
+def test_eval_text_output_states_its_conventions(model_file):
+    path, corpus = model_file
+    result = CliRunner().invoke(
+        main, ["eval", "--model", str(path), "--corpus", str(corpus), "--bootstrap", "50"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "SENTENCE_START is given, never predicted" in result.stdout
+    assert "reset at every sentence" in result.stdout
+    assert "excluding unknown words" in result.stdout
+    assert "95 % bootstrap interval" in result.stdout
