@@ -447,15 +447,28 @@ def fill(sentence, model_path, top_k, as_json) -> None:
     help="Score each line of this file ('-' for stdin).",
 )
 @mode_option
+@click.option(
+    "--per-word",
+    is_flag=True,
+    help="SRILM `ngram -ppl -debug 2` layout (log10), then a KenLM-style summary.",
+)
+@click.option(
+    "--log-base",
+    type=click.Choice(["e", "10", "2"]),
+    default="e",
+    show_default=True,
+    help="Base of the log-probabilities printed per token and per sentence.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @user_errors
-def score(sentences, model_path, file_, mode, as_json) -> None:
+def score(sentences, model_path, file_, mode, per_word, log_base, as_json) -> None:
     """Log-probability, per-token probabilities and perplexity of each sentence.
 
     Each sentence is tokenized like the training corpus; its tokens are its words and
     SENTENCE_END (SENTENCE_START is given, never predicted). Perplexity is
     exp(-log-probability / tokens).
     """
+    from rnnlm import report
     from rnnlm.corpus import decode_utf8, tokenize
     from rnnlm.generate import corpus_perplexity
     from rnnlm.generate import score as score_sentences
@@ -472,27 +485,20 @@ def score(sentences, model_path, file_, mode, as_json) -> None:
     level = ckpt.config.data.level
     tokens = [tokenize(t, lowercase=lowercase, level=level) for t in texts]
     scores = score_sentences(model, ckpt.vocab, texts, tokens, mode)
-    result = {"sentences": [s.to_dict() for s in scores]}
+    result = {"sentences": [s.to_dict() for s in scores], "log_base": log_base}
     if len(scores) > 1:
         result["corpus_perplexity"] = corpus_perplexity(scores)
     if as_json:
         echo_json(result)
         return
-    for s in result["sentences"]:
-        click.echo(s["text"])
-        for t in s["tokens"]:
-            mark = "  (unknown)" if t["unknown"] else ""
-            click.echo(f"  {t['token']:<20} p={t['prob']:.6f}  ln p={t['log_prob']:.4f}{mark}")
-        click.echo(
-            f"  log-prob {s['log_prob']:.4f} (log10 {s['log10_prob']:.4f}), "
-            f"{s['n_tokens']} tokens, {s['n_unknown']} unknown, "
-            f"perplexity {s['perplexity']:.2f}"
-        )
-    if "corpus_perplexity" in result:
-        click.echo(
-            f"corpus perplexity {result['corpus_perplexity']:.2f} "
-            f"over {sum(len(s.log_probs) for s in scores)} tokens"
-        )
+    if per_word:
+        source = getattr(file_, "name", "-") if file_ is not None else "-"
+        lines = [*report.srilm(scores, ckpt.vocab.unknown, source), *report.kenlm_summary(scores)]
+    else:
+        lines = list(report.plain(scores, log_base))
+        if len(scores) > 1:
+            lines += [""] + list(report.kenlm_summary(scores))
+    click.echo("\n".join(lines))
 
 
 @main.command(name="eval")
@@ -579,3 +585,140 @@ def evaluate(model_path, corpus, format_, column, mode, bootstrap, seed, quiet, 
     click.echo(f"perplexity {result.perplexity:.2f} including unknown words{interval}")
     if without is not None:
         click.echo(f"perplexity {without:.2f} excluding unknown words")
+
+
+@main.command()
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Give it twice: model A, then model B.",
+)
+@click.option(
+    "--corpus",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Text both models are scored on.",
+)
+@mode_option
+@click.option(
+    "--samples",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    help="Bootstrap resamples of the sentences.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@user_errors
+def compare(models, corpus, mode, samples, seed, as_json) -> None:
+    """Is model A better than model B on this text, or is the difference noise?
+
+    A paired bootstrap over sentences: both models are scored on the same resampled
+    sentences, and the p-value is the share of resamples in which the better model is not.
+    """
+    import numpy as np
+
+    from rnnlm.corpus import load_corpus
+    from rnnlm.evaluate import paired_bootstrap, sentence_log_probs
+
+    if len(models) != 2:
+        raise RnnlmError(f"give --model exactly twice (got {len(models)})")
+    loaded = [load_model(path) for path in models]
+    data = [ckpt.config.data for _, ckpt in loaded]
+    if (data[0].level, data[0].lowercase) != (data[1].level, data[1].lowercase):
+        raise RnnlmError("the two models tokenize text differently: their scores do not compare")
+    for _, ckpt in loaded:
+        refuse_bidirectional(ckpt, "report a perplexity")
+    text = load_corpus(
+        corpus, column=data[0].column, lowercase=data[0].lowercase, level=data[0].level
+    )
+    nll = []
+    for model, ckpt in loaded:
+        encoded = [ckpt.vocab.encode(tokens) for tokens in text.sentences]
+        nll.append(np.array([-lp.sum() for lp in sentence_log_probs(model, encoded, mode)]))
+    counts = np.array([len(tokens) + 1 for tokens in text.sentences])
+    result = paired_bootstrap(nll[0], nll[1], counts, samples, seed)
+    if as_json:
+        echo_json({"model_a": str(models[0]), "model_b": str(models[1]), **result.to_dict()})
+        return
+    click.echo(f"A {models[0]}: perplexity {result.perplexity_a:.2f}")
+    click.echo(f"B {models[1]}: perplexity {result.perplexity_b:.2f}")
+    low, high = result.interval
+    click.echo(
+        f"B - A: {result.perplexity_b - result.perplexity_a:+.2f} "
+        f"(95 % interval {low:+.2f} .. {high:+.2f}, {samples} paired resamples "
+        f"of {len(counts)} sentences)"
+    )
+    click.echo(result.verdict)
+
+
+@main.command()
+@click.option(
+    "--nbest",
+    required=True,
+    type=click.File("rb"),
+    help="Hypotheses, one per line: 'text' or 'id ||| text ||| score' ('-': stdin).",
+)
+@model_option
+@click.option(
+    "--lm-weight",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="total = score + weight * ln p_LM(text).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@user_errors
+def rescore(nbest, model_path, lm_weight, as_json) -> None:
+    """Add the language model's log-probability to n-best hypotheses and re-rank them.
+
+    Output lines: id ||| text ||| score ||| lm ||| total, best first within each id.
+    """
+    from rnnlm.corpus import decode_utf8, tokenize
+    from rnnlm.generate import score as score_sentences
+
+    text = decode_utf8(nbest.read(), getattr(nbest, "name", "stdin"))
+    hypotheses = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = [field.strip() for field in line.split("|||")]
+        if len(fields) == 1:
+            hypotheses.append(("0", fields[0], 0.0))
+        elif len(fields) >= 3:
+            try:
+                hypotheses.append((fields[0], fields[1], float(fields[2].split()[0])))
+            except (ValueError, IndexError):
+                raise RnnlmError(
+                    f"line {number}: the score {fields[2]!r} is not a number"
+                ) from None
+        else:
+            raise RnnlmError(f"line {number}: expected 'text' or 'id ||| text ||| score'")
+    model, ckpt = load_model(model_path)
+    refuse_bidirectional(ckpt, "score hypotheses")
+    data = ckpt.config.data
+    texts = [h[1] for h in hypotheses]
+    tokens = [tokenize(t, lowercase=data.lowercase, level=data.level) for t in texts]
+    scores = score_sentences(model, ckpt.vocab, texts, tokens)
+    rows = [
+        {
+            "id": h[0],
+            "text": h[1],
+            "score": h[2],
+            "lm": s.total,
+            "total": h[2] + lm_weight * s.total,
+        }
+        for h, s in zip(hypotheses, scores, strict=True)
+    ]
+    order = {key: i for i, key in enumerate(dict.fromkeys(r["id"] for r in rows))}
+    rows.sort(key=lambda r: (order[r["id"]], -r["total"]))
+    if as_json:
+        echo_json(rows)
+        return
+    for r in rows:
+        click.echo(
+            f"{r['id']} ||| {r['text']} ||| {r['score']:.4f} ||| {r['lm']:.4f} ||| {r['total']:.4f}"
+        )

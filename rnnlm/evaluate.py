@@ -124,3 +124,51 @@ def bootstrap_interval(
     perplexities = np.exp(nll[picks].sum(axis=1) / counts[picks].sum(axis=1))
     low, high = np.percentile(perplexities, [2.5, 97.5])
     return float(low), float(high)
+
+
+@dataclass
+class Comparison:
+    """Model A against model B on the same sentences: a paired bootstrap test."""
+
+    perplexity_a: float
+    perplexity_b: float
+    interval: tuple[float, float]  # 95 % interval of perplexity_b - perplexity_a
+    p_value: float  # share of resamples in which the better model is not better
+    samples: int
+
+    @property
+    def verdict(self) -> str:
+        if self.p_value >= 0.05:
+            return f"no significant difference (p = {self.p_value:.3f})"
+        better = "A" if self.perplexity_a < self.perplexity_b else "B"
+        return f"model {better} is better (p = {self.p_value:.3f})"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "verdict": self.verdict}
+
+
+def paired_bootstrap(
+    nll_a: np.ndarray,
+    nll_b: np.ndarray,
+    counts: np.ndarray,
+    samples: int = 1000,
+    seed: int = 0,
+) -> Comparison:
+    """Resample sentences (the same ones for both models) and count how often the order flips.
+
+    `nll_a`, `nll_b`: each sentence's summed NLL under A and B; `counts`: its tokens.
+    """
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(counts), size=(samples, len(counts)))
+    tokens = counts[picks].sum(axis=1)
+    ppl_a = np.exp(nll_a[picks].sum(axis=1) / tokens)
+    ppl_b = np.exp(nll_b[picks].sum(axis=1) / tokens)
+    point_a = math.exp(nll_a.sum() / counts.sum())
+    point_b = math.exp(nll_b.sum() / counts.sum())
+    if point_a == point_b:
+        p_value = 1.0
+    else:
+        flips = (ppl_a >= ppl_b) if point_a < point_b else (ppl_b >= ppl_a)
+        p_value = float(flips.mean())
+    low, high = np.percentile(ppl_b - ppl_a, [2.5, 97.5])
+    return Comparison(point_a, point_b, (float(low), float(high)), p_value, samples)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from rnnlm import checkpoint
 from rnnlm.cli import main
 from rnnlm.config import Config, DataConfig, ModelConfig
-from rnnlm.evaluate import bootstrap_interval, sentence_log_probs, summarize
+from rnnlm.evaluate import bootstrap_interval, paired_bootstrap, sentence_log_probs, summarize
 from rnnlm.model import Model, init_params
 from rnnlm.vocab import build_vocabulary, count_tokens
 
@@ -111,3 +111,66 @@ def test_eval_text_output_states_its_conventions(model_file):
     assert "reset at every sentence" in result.stdout
     assert "excluding unknown words" in result.stdout
     assert "95 % bootstrap interval" in result.stdout
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_per_word_output_adds_up_like_srilm(model_file):
+    path, _ = model_file
+    out = invoke("score", "--model", path, "--per-word", "the cat sat .", "the zebra ran")
+    lines = out.splitlines()
+    first = lines[: lines.index("")]
+    log10s = [float(line.rsplit("[ ", 1)[1].rstrip(" ]")) for line in first if "p( " in line]
+    assert len(log10s) == 5 and first[-2] == "1 sentences, 4 words, 0 OOVs"
+    assert float(first[-1].split("logprob= ")[1].split()[0]) == pytest.approx(sum(log10s), 1e-5)
+    assert "p( </s> | . ...)" in first[-3]
+    assert "file -: 2 sentences, 7 words, 1 OOVs" in out
+    assert "OOVs:\t1" in out and "Tokens:\t9" in out
+
+
+def test_log_base_converts_the_printed_log_probabilities(model_file):
+    path, _ = model_file
+    scored = json.loads(invoke("score", "--model", path, "the cat sat .", "--json"))
+    ln_first = scored["sentences"][0]["tokens"][0]["log_prob"]
+    out = invoke("score", "--model", path, "the cat sat .", "--log-base", "2")
+    assert f"log2 p={ln_first / math.log(2):.4f}" in out
+
+
+def test_compare_finds_no_difference_between_a_model_and_itself(model_file):
+    path, corpus = model_file
+    result = json.loads(
+        invoke("compare", "--model", path, "--model", path, "--corpus", corpus, "--json")
+    )
+    assert result["perplexity_a"] == result["perplexity_b"]
+    assert result["p_value"] == 1.0 and "no significant difference" in result["verdict"]
+
+
+def test_paired_bootstrap_detects_a_real_difference_and_ignores_noise():
+    rng = np.random.default_rng(3)
+    counts = rng.integers(5, 30, 300)
+    nll_a = counts * rng.normal(4.0, 0.3, 300)
+    worse = paired_bootstrap(nll_a, nll_a + 0.05 * counts, counts, 500)
+    assert worse.p_value < 0.01 and worse.verdict.startswith("model A is better")
+    noise = paired_bootstrap(nll_a, nll_a + rng.normal(0, 1.0, 300), counts, 500)
+    assert noise.p_value > 0.05
+
+
+def test_rescore_reranks_by_score_plus_weighted_lm(model_file, tmp_path):
+    path, _ = model_file
+    nbest = tmp_path / "nbest.txt"
+    nbest.write_text("1 ||| the cat sat . ||| -1.0\n1 ||| the zebra zebra ran ||| -0.5\n")
+    by_score = json.loads(
+        invoke("rescore", "--model", path, "--nbest", nbest, "--lm-weight", 0, "--json")
+    )
+    assert [r["text"] for r in by_score] == ["the zebra zebra ran", "the cat sat ."]
+    lm = {r["text"]: r["lm"] for r in by_score}
+    heavy = json.loads(
+        invoke("rescore", "--model", path, "--nbest", nbest, "--lm-weight", 100, "--json")
+    )
+    assert [r["text"] for r in heavy] == sorted(lm, key=lambda t: -lm[t])
+    for r in heavy:
+        assert r["total"] == pytest.approx(r["score"] + 100 * r["lm"])
