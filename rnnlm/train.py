@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import signal
@@ -31,6 +32,8 @@ from rnnlm.evaluate import sentence_log_probs
 from rnnlm.vocab import Vocabulary, build_vocabulary, count_tokens
 
 log = logging.getLogger(__name__)
+
+MAX_ROLLBACKS = 3  # non-finite losses in a row before training gives up
 
 
 @dataclass
@@ -123,6 +126,11 @@ def interrupt_flag() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
+def metrics_path(out: Path) -> Path:
+    """Where every evaluation is appended as one JSON line, beside the checkpoint."""
+    return out.with_name(out.stem + ".metrics.jsonl")
+
+
 def best_path(out: Path) -> Path:
     """Where the best model (lowest evaluation loss) is kept, beside the latest."""
     return out.with_name(out.stem + ".best" + out.suffix)
@@ -195,6 +203,7 @@ class Trainer:
             "wall_s": 0.0,
         }
         self.carry = None  # stream mode: states carried from the last batch
+        self.rollbacks = 0  # non-finite losses in a row
         self.history: list[dict[str, Any]] = []
         if resume is not None:
             self._restore(resume)
@@ -267,6 +276,8 @@ class Trainer:
             "wall_s": elapsed,
         }
         self.history.append(record)
+        with metrics_path(self.out).open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
         what = "valid" if self.prepared.valid else "eval"
         running = (
             f"  train {train_loss:.4f} (ppl {math.exp(min(train_loss, 700)):.1f})"
@@ -307,6 +318,48 @@ class Trainer:
             return True
         return False
 
+    def _train_on(self, x, y, mask) -> tuple[float, float] | None:
+        """One update; (summed NLL, tokens), or None when a non-finite loss was rolled back."""
+        tc, p, model = self.config.train, self.progress, self.model
+        states = self.carry if self.carry is not None else model.initial_states(x.shape[1])
+        if self.config.model.dropout:
+            model.reseed([tc.seed, p["step"]])
+        out = self.train_step(x, y, mask, *states)
+        nll, n_tokens = float(out[0]), float(out[1])
+        if not math.isfinite(nll):
+            self._roll_back(nll)
+            return None
+        self.rollbacks = 0
+        if tc.mode == "stream":
+            self.carry = [np.asarray(state) for state in out[2:]]
+        p["step"] += 1
+        p["examples_seen"] += x.shape[1]
+        p["tokens_seen"] += int(n_tokens)
+        return nll, n_tokens
+
+    def _roll_back(self, loss: float) -> None:
+        """A non-finite loss: back to the last checkpoint's weights, at half the rate."""
+        self.rollbacks += 1
+        last = checkpoint.load(self.out)
+        self.model.params.assign(last.params)
+        for name, var in self.optimizer_state.items():
+            var.set_value(last.optimizer[name].astype(var.dtype))
+        self.learning_rate.set_value(self.learning_rate.get_value() * 0.5)
+        log.warning(
+            "Loss %s at step %d: rolled back to the last checkpoint (step %d), learning rate "
+            "halved to %g.",
+            loss,
+            self.progress["step"] + 1,
+            last.progress["step"],
+            self.learning_rate.get_value(),
+        )
+        if self.rollbacks >= MAX_ROLLBACKS:
+            raise RnnlmError(
+                f"the loss was {loss} after {MAX_ROLLBACKS} rollbacks in a row (learning rate now "
+                f"{self.learning_rate.get_value():g}): training stopped, {self.out} holds the "
+                "last good weights; try a smaller --lr or --clip-norm"
+            )
+
     def _end_of_epoch(self) -> None:
         tc, p = self.config.train, self.progress
         p["epoch"] += 1
@@ -320,11 +373,12 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         from tqdm import tqdm
 
-        tc, p, model = self.config.train, self.progress, self.model
+        tc, p = self.config.train, self.progress
         started = time.perf_counter() - p["wall_s"]
         self.epoch_batches = len(self._batches(0))
         if p["best_loss"] is None and p["step"] == 0:
             self._after_evaluation(self._evaluate(), None, 0.0)
+            checkpoint.save(self.out, self._checkpoint())
         eval_every = tc.eval_every or self.epoch_batches
         run_loss, run_tokens = 0.0, 0.0
         stopped = interrupted = False
@@ -343,34 +397,18 @@ class Trainer:
             while p["epoch"] < tc.epochs and not (stopped or interrupted):
                 batches = self._batches(p["epoch"])
                 for x, y, mask in batches[p["batch"] :]:
-                    states = (
-                        self.carry if self.carry is not None else model.initial_states(x.shape[1])
-                    )
-                    if self.config.model.dropout:
-                        model.reseed([tc.seed, p["step"]])
-                    out = self.train_step(x, y, mask, *states)
-                    nll, n_tokens = float(out[0]), float(out[1])
-                    if not math.isfinite(nll):
-                        raise RnnlmError(
-                            f"the loss became {nll} at step {p['step'] + 1}: try a smaller "
-                            "learning rate or --clip-norm"
-                        )
-                    if tc.mode == "stream":
-                        self.carry = [np.asarray(s) for s in out[2:]]
-                    run_loss += nll
-                    run_tokens += n_tokens
-                    p["step"] += 1
+                    trained = self._train_on(x, y, mask)
                     p["batch"] += 1
-                    p["examples_seen"] += x.shape[1]
-                    p["tokens_seen"] += int(n_tokens)
                     bar.update(1)
-                    if p["step"] % 20 == 0:
-                        bar.set_postfix(
-                            ppl=f"{math.exp(min(run_loss / run_tokens, 700)):.1f}", refresh=False
-                        )
+                    if trained is not None:
+                        run_loss += trained[0]
+                        run_tokens += trained[1]
+                        if p["step"] % 20 == 0:
+                            ppl = math.exp(min(run_loss / run_tokens, 700))
+                            bar.set_postfix(ppl=f"{ppl:.1f}", refresh=False)
                     if p["batch"] == len(batches):
                         self._end_of_epoch()
-                    if p["step"] % eval_every == 0:
+                    if trained is not None and p["step"] % eval_every == 0:
                         p["wall_s"] = time.perf_counter() - started
                         stopped = self._after_evaluation(
                             self._evaluate(), run_loss / run_tokens, p["wall_s"]
@@ -384,7 +422,7 @@ class Trainer:
         p["wall_s"] = time.perf_counter() - started
         if interrupted:
             log.info("Interrupted at step %d: saving the model as it is now.", p["step"])
-        elif self.history[-1]["step"] != p["step"]:
+        elif self.history[-1]["step"] != p["step"] and run_tokens:
             # Steps since the last evaluation: measure the weights that are about to be saved.
             self._after_evaluation(self._evaluate(), run_loss / run_tokens, p["wall_s"])
         checkpoint.save(self.out, self._checkpoint())

@@ -8,7 +8,8 @@ import pytest
 
 from rnnlm.config import ModelConfig
 from rnnlm.errors import RnnlmError
-from rnnlm.generate import SCORE_BATCH_SIZE, corpus_perplexity, sample, score
+from rnnlm.evaluate import BATCH_SIZE
+from rnnlm.generate import corpus_perplexity, sample, score
 from rnnlm.model import Model
 from rnnlm.vocab import build_vocabulary, count_tokens
 
@@ -151,7 +152,7 @@ def test_batch_scoring_equals_scoring_each_sentence_alone(model, vocab):
 
 
 def test_scoring_more_sentences_than_one_batch_keeps_their_order(model, vocab):
-    texts = [TEXTS[i % len(TEXTS)] for i in range(SCORE_BATCH_SIZE + 5)]
+    texts = [TEXTS[i % len(TEXTS)] for i in range(BATCH_SIZE + 5)]
     results = scored(model, vocab, texts)
     assert [r.text for r in results] == texts
     alone = {text: scored(model, vocab, [text])[0].log_probs for text in TEXTS}

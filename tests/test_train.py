@@ -10,6 +10,7 @@ import pytest
 
 from rnnlm import checkpoint, train
 from rnnlm.config import Config, DataConfig, ModelConfig, TrainConfig
+from rnnlm.errors import RnnlmError
 from rnnlm.train import Trainer, best_path, prepare_data
 
 SENTENCES = [
@@ -145,3 +146,43 @@ def test_patience_stops_early(tmp_path):
     summary = run(config, tmp_path / "m.npz")
     assert summary["early_stopped"]
     assert summary["epochs"] < 20
+
+
+def poisoned(trainer, bad_calls):
+    """Make the given train-step calls (0-based) wreck the weights and return a NaN loss."""
+    step, calls = trainer.train_step, [0]
+
+    def train_step(*args):
+        out = step(*args)
+        calls[0] += 1
+        if calls[0] - 1 in bad_calls:
+            for var in trainer.model.params.values():
+                var.set_value(var.get_value() * np.nan)
+            out[0] = np.asarray(np.nan)
+        return out
+
+    trainer.train_step = train_step
+
+
+def test_a_nan_loss_rolls_back_to_the_last_checkpoint_and_halves_the_rate(tmp_path, caplog):
+    config = make_config(tmp_path, optimizer="sgd", learning_rate=0.4, epochs=1, eval_every=0)
+    trainer = Trainer(config, prepare_data(config), tmp_path / "m.npz")
+    start = trainer.model.params.values_dict()
+    poisoned(trainer, {1})
+    summary = trainer.run()
+    assert "rolled back" in caplog.text
+    assert summary["steps"] == trainer.epoch_batches - 1  # the poisoned batch is skipped
+    assert trainer.learning_rate.get_value() == pytest.approx(0.2)
+    final = checkpoint.load(tmp_path / "m.npz").params
+    for name, value in final.items():
+        assert np.isfinite(value).all()
+        assert not np.array_equal(value, start[name])  # training went on after the rollback
+
+
+def test_three_nan_losses_in_a_row_stop_training_with_an_explanation(tmp_path):
+    config = make_config(tmp_path, optimizer="sgd", learning_rate=0.4, epochs=1)
+    trainer = Trainer(config, prepare_data(config), tmp_path / "m.npz")
+    poisoned(trainer, {0, 1, 2})
+    with pytest.raises(RnnlmError, match="3 rollbacks in a row"):
+        trainer.run()
+    assert all(np.isfinite(v).all() for v in checkpoint.load(tmp_path / "m.npz").params.values())
