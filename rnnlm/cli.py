@@ -722,3 +722,68 @@ def rescore(nbest, model_path, lm_weight, as_json) -> None:
         click.echo(
             f"{r['id']} ||| {r['text']} ||| {r['score']:.4f} ||| {r['lm']:.4f} ||| {r['total']:.4f}"
         )
+
+
+@main.command()
+@model_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@user_errors
+def info(model_path, as_json) -> None:
+    """Architecture, sizes, vocabulary, config, training progress and metrics of a model."""
+    from rnnlm.summary import describe
+
+    d = describe(model_path)
+    if as_json:
+        echo_json(d)
+        return
+    direction = ", bidirectional" if d["bidirectional"] else ""
+    embedding = f"embedding {d['embedding_size']}, " if d["embedding_size"] else ""
+    click.echo(f"{d['file']} (format version {d['format_version']})")
+    click.echo(
+        f"model: {d['cell']}, {d['layers']} layer(s) of {d['hidden_size']}{direction}, "
+        f"{embedding}{d['parameters']:,} parameters"
+    )
+    for name, shape in d["parameter_shapes"].items():
+        click.echo(f"  {name:<16} {' x '.join(map(str, shape))}")
+    click.echo(f"vocabulary: {d['vocab_size']} {d['level']} tokens")
+    click.echo("  most frequent:  " + ", ".join(f"{w} ({c})" for w, c in d["most_frequent"]))
+    click.echo("  least frequent: " + ", ".join(f"{w} ({c})" for w, c in d["least_frequent"]))
+    progress = d["progress"]
+    if "step" in progress:
+        click.echo(
+            f"training: epoch {progress.get('epoch')}, step {progress['step']}, "
+            f"{progress.get('tokens_seen', 0):,} tokens, learning rate "
+            f"{progress.get('learning_rate')}, best loss {progress.get('best_loss')}"
+        )
+    m = d["metrics"]
+    if m:
+        click.echo(
+            f"metrics: {m['evaluations']} evaluations, loss {m['first_loss']:.4f} -> "
+            f"{m['last_loss']:.4f}, best {m['best_loss']:.4f} (perplexity "
+            f"{m['best_perplexity']:.2f}) at step {m['best_step']}"
+        )
+    click.echo("config:")
+    for section, values in d["config"].items():
+        click.echo(f"  [{section}] " + ", ".join(f"{k}={v}" for k, v in values.items()))
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="curves.png",
+    show_default=True,
+    help="PNG to write.",
+)
+@user_errors
+def plot(run, out) -> None:
+    """Learning curves of RUN: a checkpoint, its NAME.metrics.jsonl, or a folder holding one."""
+    from rnnlm.summary import find_metrics, plot_curves, read_metrics
+
+    metrics = find_metrics(run)
+    records = read_metrics(metrics)
+    if not records:
+        raise RnnlmError(f"{metrics} holds no evaluations yet")
+    plot_curves(records, out, metrics.name)
+    click.echo(f"wrote {out} ({len(records)} evaluations)")

@@ -1,0 +1,130 @@
+"""What a model file holds, and its learning curves: `rnnlm info` and `rnnlm plot`."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rnnlm import checkpoint
+from rnnlm.errors import RnnlmError
+from rnnlm.model import param_shapes
+from rnnlm.train import metrics_path
+
+
+def describe(path: str | Path, words: int = 10) -> dict[str, Any]:
+    """Architecture, sizes, vocabulary, config, progress and metrics of a checkpoint."""
+    path = Path(path)
+    ckpt = checkpoint.load(path)
+    model = ckpt.config.model
+    vocab = ckpt.vocab
+    specials = {vocab.start, vocab.end, vocab.unknown}
+    by_count = sorted(
+        (i for i, word in enumerate(vocab.words) if word not in specials),
+        key=lambda i: (-vocab.counts[i], i),
+    )
+    return {
+        "file": str(path),
+        "format_version": checkpoint.FORMAT_VERSION,
+        "cell": model.cell,
+        "layers": model.layers,
+        "hidden_size": model.hidden_size,
+        "embedding_size": model.embedding_size,
+        "bidirectional": model.bidirectional,
+        "parameters": sum(math.prod(shape) for shape in param_shapes(model).values()),
+        "parameter_shapes": {name: list(shape) for name, shape in param_shapes(model).items()},
+        "vocab_size": len(vocab),
+        "level": ckpt.config.data.level,
+        "most_frequent": [[vocab.words[i], vocab.counts[i]] for i in by_count[:words]],
+        "least_frequent": [[vocab.words[i], vocab.counts[i]] for i in by_count[-words:]],
+        "config": ckpt.config.to_dict(),
+        "progress": ckpt.progress,
+        "metrics": metrics_summary(read_metrics(metrics_path(path))),
+    }
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file; [] when there is none."""
+    if not path.is_file():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise RnnlmError(f"{path}: line {number} is not JSON") from None
+        if not isinstance(record, dict) or "step" not in record or "loss" not in record:
+            raise RnnlmError(f"{path}: line {number} is not an evaluation record")
+        records.append(record)
+    return records
+
+
+def metrics_summary(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if not records:
+        return None
+    best = min(records, key=lambda r: r["loss"])
+    return {
+        "evaluations": len(records),
+        "first_loss": records[0]["loss"],
+        "last_loss": records[-1]["loss"],
+        "best_loss": best["loss"],
+        "best_perplexity": math.exp(best["loss"]),
+        "best_step": best["step"],
+        "tokens_seen": records[-1].get("tokens_seen"),
+        "wall_s": records[-1].get("wall_s"),
+    }
+
+
+def find_metrics(run: str | Path) -> Path:
+    """A metrics file from a checkpoint, a metrics.jsonl, or a folder holding one."""
+    run = Path(run)
+    if run.is_dir():
+        found = sorted(run.glob("*.metrics.jsonl"))
+        if len(found) != 1:
+            raise RnnlmError(f"{run}: expected one *.metrics.jsonl, found {len(found)}")
+        return found[0]
+    if run.name.endswith(".jsonl"):
+        path = run
+    else:
+        path = metrics_path(run)
+    if not path.is_file():
+        raise RnnlmError(f"no metrics file at {path}")
+    return path
+
+
+def plot_curves(records: list[dict[str, Any]], out: str | Path, title: str) -> None:
+    """Train and evaluation perplexity against tokens seen, learning rate below, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tokens = [r.get("tokens_seen", r["step"]) for r in records]
+    figure, (top, bottom) = plt.subplots(
+        2, 1, figsize=(8, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    trained = [
+        (t, math.exp(r["train_loss"]))
+        for t, r in zip(tokens, records, strict=True)
+        if r.get("train_loss") is not None
+    ]
+    if trained:
+        top.plot(*zip(*trained, strict=True), marker=".", label="train (running)")
+    top.plot(
+        tokens, [math.exp(min(r["loss"], 700)) for r in records], marker="o", label="evaluation"
+    )
+    top.set_yscale("log")
+    top.set_ylabel("perplexity")
+    top.set_title(title)
+    top.grid(True, which="both", alpha=0.3)
+    top.legend()
+    bottom.plot(tokens, [r["learning_rate"] for r in records], color="gray")
+    bottom.set_ylabel("learning rate")
+    bottom.set_xlabel("tokens seen")
+    bottom.grid(True, alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out, dpi=100)
+    plt.close(figure)
