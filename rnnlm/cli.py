@@ -497,7 +497,10 @@ def score(sentences, model_path, file_, mode, per_word, log_base, as_json) -> No
     else:
         lines = list(report.plain(scores, log_base))
         if len(scores) > 1:
-            lines += [""] + list(report.kenlm_summary(scores))
+            tokens = sum(len(s.log_probs) for s in scores)
+            lines.append(
+                f"corpus perplexity {result['corpus_perplexity']:.2f} over {tokens} tokens"
+            )
     click.echo("\n".join(lines))
 
 
@@ -787,3 +790,37 @@ def plot(run, out) -> None:
         raise RnnlmError(f"{metrics} holds no evaluations yet")
     plot_curves(records, out, metrics.name)
     click.echo(f"wrote {out} ({len(records)} evaluations)")
+
+
+@main.command(name="import-tutorial")
+@click.option(
+    "--npz",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A model saved by the WildML tutorial's code (arrays U, V, W).",
+)
+@click.option(
+    "--vocab-corpus",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The CSV the tutorial model was trained on, to rebuild its vocabulary.",
+)
+@click.option("--vocab-size", type=int, default=8000, show_default=True)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default="model.npz", show_default=True
+)
+@user_errors
+def import_tutorial(npz, vocab_corpus, vocab_size, out) -> None:
+    """Turn a model saved by the original tutorial code into an rnnlm checkpoint.
+
+    The vocabulary is rebuilt the tutorial's way: the most frequent vocab_size - 1 tokens
+    of the CSV (sentence markers included) and UNKNOWN_TOKEN.
+    """
+    from rnnlm import checkpoint
+    from rnnlm.legacy import import_tutorial as convert
+    from rnnlm.legacy import tutorial_vocabulary
+
+    setup_logging(quiet=False)
+    vocab = tutorial_vocabulary(vocab_corpus, vocab_size)
+    checkpoint.save(out, convert(npz, vocab, corpus=vocab_corpus))
+    click.echo(f"wrote {out}: tutorial RNN, vocabulary {len(vocab)}")
