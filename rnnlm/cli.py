@@ -375,33 +375,53 @@ model_option = click.option(
     show_default=True,
     help="Below 1: safer choices; above 1: more surprising ones.",
 )
+@click.option("--prompt", default="", help="Words that open every sentence and prime the state.")
+@click.option(
+    "--top-k",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Draw only from the k likeliest words; 0 = all.",
+)
+@click.option("--greedy", is_flag=True, help="Always take the likeliest word.")
 @click.option("--seed", type=int, default=None, help="Seed for reproducible samples.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @user_errors
-def sample(model_path, count, max_length, min_length, temperature, seed, as_json) -> None:
+def sample(
+    model_path, count, max_length, min_length, temperature, prompt, top_k, greedy, seed, as_json
+) -> None:
     """Generate sentences, from SENTENCE_START until SENTENCE_END."""
     import numpy as np
 
+    from rnnlm.corpus import tokenize
     from rnnlm.generate import sample as draw
 
     model, ckpt = load_model(model_path)
     refuse_bidirectional(ckpt, "sample left to right")
-    rng = np.random.default_rng(seed)
+    data = ckpt.config.data
     sentences = draw(
         model,
         ckpt.vocab,
-        rng,
+        np.random.default_rng(seed),
         count,
         max_length=max_length,
         min_length=min_length,
         temperature=temperature,
+        top_k=top_k,
+        greedy=greedy,
+        prompt=tokenize(prompt, lowercase=data.lowercase, level=data.level),
     )
-    joiner = "" if ckpt.config.data.level == "char" else " "
+    joiner = "" if data.level == "char" else " "
+    texts = [joiner.join(token for token, _ in sentence) for sentence in sentences]
     if as_json:
-        echo_json([{"text": joiner.join(words), "tokens": words} for words in sentences])
+        echo_json(
+            [
+                {"text": text, "tokens": [{"token": t, "prob": p} for t, p in sentence]}
+                for text, sentence in zip(texts, sentences, strict=True)
+            ]
+        )
     else:
-        for words in sentences:
-            click.echo(joiner.join(words))
+        click.echo("\n".join(texts))
 
 
 @main.command()

@@ -23,39 +23,68 @@ def sample(
     max_length: int = 40,
     min_length: int = 1,
     temperature: float = 1.0,
-) -> list[list[str]]:
-    """`n` sentences from SENTENCE_START on, all drawn side by side as one batch.
+    top_k: int = 0,
+    greedy: bool = False,
+    prompt: Sequence[str] = (),
+) -> list[list[tuple[str, float]]]:
+    """`n` sentences from SENTENCE_START on, drawn side by side as one batch.
 
-    UNKNOWN_TOKEN and SENTENCE_START are never drawn, and SENTENCE_END not before
-    `min_length` words: the tutorial resamples until it gets another word, which is the
-    same as drawing from the renormalised rest. A sentence stops at `max_length` words.
+    Each is a list of (token, probability the model gave it); a `prompt` primes the state and
+    opens every sentence (its probabilities are the model's too). UNKNOWN_TOKEN and
+    SENTENCE_START are never drawn, SENTENCE_END not before `min_length` words: the tutorial
+    resamples until it gets another word, which is the same as drawing from the renormalised
+    rest. `top_k` keeps the k likeliest words, `greedy` takes the likeliest. A sentence stops
+    at `max_length` words.
     """
     if not 0 < temperature < math.inf:
         raise RnnlmError("--temperature must be positive")
     if not 1 <= min_length <= max_length:
         raise RnnlmError("need 1 <= --min-length <= --max-length")
-    ids = np.full(n, vocab.start_id, dtype=np.int32)
+    if len(prompt) >= max_length:
+        raise RnnlmError("the prompt is already --max-length words long")
     states = model.initial_states(n)
-    sentences: list[list[int]] = [[] for _ in range(n)]
+    sentences: list[list[tuple[str, float]]] = [[] for _ in range(n)]
+    forced = [vocab.start_id, *vocab.ids(prompt)]
     done = np.zeros(n, dtype=bool)
-    for position in range(max_length):
+    for position in range(max_length + 1):
+        if position < len(forced):
+            ids = np.full(n, forced[position], dtype=np.int32)
         logits, states = model.step(ids, states)
+        model_probs = softmax(logits.astype(np.float64))
+        if position + 1 < len(forced):  # still reading the prompt
+            for row in range(n):
+                word = forced[position + 1]
+                sentences[row].append((prompt[position], float(model_probs[row, word])))
+            continue
+        if position == max_length:
+            break
         logits = logits.astype(np.float64) / temperature
         logits[:, [vocab.unknown_id, vocab.start_id]] = -np.inf
         if position < min_length:
             logits[:, vocab.end_id] = -np.inf
-        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
+        if top_k:
+            kth = -np.sort(-logits, axis=1)[:, min(top_k, logits.shape[1]) - 1 : top_k]
+            logits[logits < kth] = -np.inf
+        probs = softmax(logits)
         for row in np.flatnonzero(~done):
-            word = int(rng.choice(len(vocab), p=probs[row]))
+            if greedy:
+                word = int(np.argmax(probs[row]))
+            else:
+                word = int(rng.choice(len(vocab), p=probs[row]))
             ids[row] = word
             if word == vocab.end_id:
                 done[row] = True
             else:
-                sentences[row].append(word)
+                sentences[row].append((vocab.words[word], float(model_probs[row, word])))
         if done.all():
             break
-    return [vocab.decode(words) for words in sentences]
+    return sentences
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64; rows may hold -inf (excluded words)."""
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 @dataclass

@@ -186,7 +186,10 @@ def test_sample_respects_max_length(model):
     assert_ok(result)
     sentences = json.loads(result.stdout)
     assert len(sentences) == 5
-    assert all(1 <= len(s["tokens"]) <= 3 and s["text"] == " ".join(s["tokens"]) for s in sentences)
+    for s in sentences:
+        words = [t["token"] for t in s["tokens"]]
+        assert 1 <= len(words) <= 3 and s["text"] == " ".join(words)
+        assert all(0 < t["prob"] <= 1 for t in s["tokens"])
 
 
 def test_sample_rejects_a_zero_temperature(model):
@@ -509,7 +512,7 @@ def test_character_level_model_trains_samples_and_scores(corpus, tmp_path):
     sampled = run("sample", "--model", out, "-n", 2, "--seed", 3, "--json")
     assert_ok(sampled)
     for sentence in json.loads(sampled.stdout):
-        assert sentence["text"] == "".join(sentence["tokens"])
+        assert sentence["text"] == "".join(t["token"] for t in sentence["tokens"])
     scored = json.loads(run("score", "--model", out, "the cat", "--json").stdout)
     tokens = [t["token"] for t in scored["sentences"][0]["tokens"]]
     assert tokens == [*"the cat", vocab.end]

@@ -50,7 +50,9 @@ def output_bias(model, changes):
 
 
 def draw(model, vocab, seed=0, n=8, **kwargs):
-    return sample(model, vocab, np.random.default_rng(seed), n, **kwargs)
+    """Sampled sentences as token lists (the probabilities dropped)."""
+    drawn = sample(model, vocab, np.random.default_rng(seed), n, **kwargs)
+    return [[token for token, _ in sentence] for sentence in drawn]
 
 
 # -- sampling ---------------------------------------------------------------------------------
@@ -100,6 +102,33 @@ def test_sample_rejects_a_nan_temperature(model, vocab):
 def test_sample_rejects_min_length_above_max_length(model, vocab):
     with pytest.raises(RnnlmError, match="min-length"):
         draw(model, vocab, min_length=5, max_length=4)
+
+
+def test_greedy_sampling_takes_the_likeliest_word_every_time(model, vocab):
+    [sentence] = sample(model, vocab, np.random.default_rng(0), 1, greedy=True, max_length=6)
+    states = model.initial_states(1)
+    ids = np.array([vocab.start_id], dtype=np.int32)
+    for token, prob in sentence:
+        logits, states = model.step(ids, states)
+        probs = np.exp(logits[0] - np.logaddexp.reduce(logits[0].astype(np.float64)))
+        probs[[vocab.unknown_id, vocab.start_id]] = 0
+        assert vocab.words[int(np.argmax(probs))] == token
+        assert prob == pytest.approx(probs[int(vocab.ids([token])[0])], rel=1e-5)
+        ids = np.array([int(vocab.ids([token])[0])], dtype=np.int32)
+
+
+def test_top_k_draws_only_from_the_k_likeliest_words(model, vocab):
+    states = model.initial_states(1)
+    logits, _ = model.step(np.array([vocab.start_id], dtype=np.int32), states)
+    allowed = {vocab.words[i] for i in np.argsort(-logits[0])[:2]}
+    firsts = {s[0] for s in draw(model, vocab, n=40, top_k=2, max_length=1) if s}
+    assert firsts <= allowed and firsts
+
+
+def test_a_prompt_opens_every_sentence(model, vocab):
+    prompt = vocab.words[3:5]
+    for sentence in draw(model, vocab, n=4, prompt=list(prompt), max_length=8):
+        assert sentence[:2] == list(prompt)
 
 
 # -- scoring ----------------------------------------------------------------------------------
