@@ -14,6 +14,8 @@ os.environ["AESARA_FLAGS"] = ",".join(
 
 import pytest  # noqa: E402
 
+import rnnlm  # noqa: E402, F401  (sets Aesara's flags before any test module imports aesara)
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
