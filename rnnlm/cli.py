@@ -844,3 +844,87 @@ def import_tutorial(npz, vocab_corpus, vocab_size, out) -> None:
     vocab = tutorial_vocabulary(vocab_corpus, vocab_size)
     checkpoint.save(out, convert(npz, vocab, corpus=vocab_corpus))
     click.echo(f"wrote {out}: tutorial RNN, vocabulary {len(vocab)}")
+
+
+@main.command()
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Repeat to put several models (say a tanh RNN, a GRU, an LSTM) side by side.",
+)
+@click.option(
+    "--corpus",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Sentences to measure on, read like each model's training corpus.",
+)
+@click.option("--sentences", "count", type=click.IntRange(1), default=30, show_default=True)
+@click.option("--max-distance", type=click.IntRange(1), default=20, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default="gradients.png",
+    show_default=True,
+    help="PNG of the gradient ratio against distance.",
+)
+@click.option(
+    "--gradcheck",
+    is_flag=True,
+    help="Also check symbolic against finite-difference gradients on a few weights.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@user_errors
+def diagnose(models, corpus, count, max_distance, out, gradcheck, seed, as_json) -> None:
+    """Vanishing gradients, measured: ||dL_t/dh_(t-k)|| against the distance k.
+
+    For sentences of the corpus, the gradient of each step's loss with respect to the hidden
+    state k steps earlier (through the recurrence, in float64, untruncated), relative to
+    k = 0; the share of saturated units (|h| > 0.99) and of dead ones (never above 0).
+    """
+    import numpy as np
+
+    from rnnlm import diagnose as diag
+    from rnnlm.corpus import load_corpus
+
+    setup_logging(quiet=as_json)
+    results, labels = [], []
+    for path in models:
+        model, ckpt = load_model(path)
+        refuse_bidirectional(ckpt, "measure left-to-right gradient flow")
+        data = ckpt.config.data
+        text = load_corpus(corpus, column=data.column, lowercase=data.lowercase, level=data.level)
+        encoded = [ckpt.vocab.encode(tokens) for tokens in text.sentences]
+        order = np.random.default_rng(seed).permutation(len(encoded))
+        long = [encoded[i] for i in order if len(encoded[i]) > max_distance + 1]
+        picked = (long or [encoded[i] for i in order])[:count]
+        result = diag.gradient_decay(model, picked, max_distance)
+        result["model"] = str(path)
+        result["note"] = diag.note(result)
+        if gradcheck:
+            result["gradcheck"] = diag.gradient_check(model, picked[0], seed=seed)
+        results.append(result)
+        labels.append(f"{path.name} ({ckpt.config.model.cell})")
+    diag.plot(results, labels, out)
+    if as_json:
+        echo_json({"plot": out, "models": results})
+        return
+    for result in results:
+        ratios = result["ratios"]
+        shown = ", ".join(
+            f"k={k}: {ratios[k]:.3g}"
+            for k in diag.REPORT_DISTANCES
+            if k < len(ratios) and np.isfinite(ratios[k])
+        )
+        click.echo(f"{result['model']}: {shown}")
+        if result["saturated_share"] is not None:
+            click.echo(f"  saturated units (|h| > 0.99): {result['saturated_share']:.1%}")
+        if result["dead_units_share"] is not None:
+            click.echo(f"  dead ReLU units (never above 0): {result['dead_units_share']:.1%}")
+        click.echo(f"  {result['note']}")
+        for name, error in result.get("gradcheck", {}).items():
+            click.echo(f"  gradcheck {name}: relative error {error:.2e}")
+    click.echo(f"wrote {out}")

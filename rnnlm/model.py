@@ -83,13 +83,20 @@ def init_params(config: ModelConfig, rng: np.random.Generator) -> dict[str, np.n
     return arrays
 
 
-def masked(step: Callable, n_states: int) -> Callable:
-    """Wrap a cell step so a padded position (mask 0) carries the previous states unchanged."""
+def masked(step: Callable, n_states: int, probed: bool = False) -> Callable:
+    """Wrap a cell step so a padded position (mask 0) carries the previous states unchanged.
+
+    `probed`: one more sequence, added to the output state — zeros whose gradient is the
+    gradient with respect to the hidden state itself, through the recurrence (diagnostics).
+    """
 
     def masked_step(x_t, m_t, *args):
+        probe, args = (args[0], args[1:]) if probed else (None, args)
         previous, non_sequences = args[:n_states], args[n_states:]
         new = step(x_t, *previous, *non_sequences)
         new = new if isinstance(new, list) else [new]
+        if probe is not None:
+            new = [new[0] + probe, *new[1:]]
         m = m_t.dimshuffle(0, "x")  # (B, 1)
         return [m * h + (1 - m) * h_prev for h, h_prev in zip(new, previous, strict=True)]
 
@@ -148,8 +155,11 @@ class Model:
         draw = self.random.uniform(0.0, 1.0, size=h.shape)
         return h * at.cast(draw < keep, self.config.dtype) / np.asarray(keep, self.config.dtype)
 
-    def _stack(self, stack: str, ids, mask, initial: list, train: bool):
-        """One recurrent stack over ids (T, B): top states (T, B, H) and final states."""
+    def _stack(self, stack: str, ids, mask, initial: list, train: bool, probe=None):
+        """One recurrent stack over ids (T, B): top states (T, B, H) and final states.
+
+        `probe` (T, B, H), if given, is added to the top layer's states (see `masked`).
+        """
         p, config = self.params, self.config
         finals = []
         h = None
@@ -164,9 +174,10 @@ class Model:
                 projected = projected + p[name + "b"]
             n = self.cell.states
             start = initial[layer * n : (layer + 1) * n]
+            probed = probe is not None and layer == config.layers - 1
             outputs, _ = aesara.scan(
-                masked(self.cell.make_step(config), n),
-                sequences=[projected, mask],
+                masked(self.cell.make_step(config), n, probed),
+                sequences=[projected, mask, probe] if probed else [projected, mask],
                 outputs_info=start,
                 non_sequences=[p[name + "W_rec"]],
                 truncate_gradient=config.bptt_truncate,
@@ -252,6 +263,28 @@ class Model:
         if self.config.bias:
             logits = logits + p["out/b"]
         return self._function([ids, *initial], [logits, *finals])
+
+    @cached_property
+    def _gradient_flow_fn(self):
+        """ids (T, 1) -> ||d loss_t / d h_s|| for every t, s (T, T), and the top states (T, H).
+
+        h is the top layer's hidden state; the derivative runs through the recurrence (as
+        far as `bptt_truncate` lets it) by way of a zero probe added to every h_s.
+        """
+        x, y, mask, initial = self._inputs()
+        probe = at.tensor3("probe", dtype=self.config.dtype)  # (T, 1, H), zeros
+        top, _ = self._stack("layer", x, mask, initial, train=False, probe=probe)
+        losses = -self._token_log_probs(self._log_softmax(top), y)[:, 0]  # (T,)
+        jacobian = aesara.gradient.jacobian(losses, probe)  # (T, T, 1, H)
+        norms = at.sqrt(at.square(jacobian).sum(axis=(2, 3)))
+        return self._function([x, y, mask, probe, *initial], [norms, top[:, 0]])
+
+    def gradient_flow(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For one encoded sentence: (T, T) gradient norms [t, s] and top states (T, H)."""
+        x, y = ids[:-1, None].astype(np.int32), ids[1:, None].astype(np.int32)
+        probe = np.zeros((len(x), 1, self.config.hidden_size), dtype=self.config.dtype)
+        mask = np.ones(x.shape, dtype=self.config.dtype)
+        return self._gradient_flow_fn(x, y, mask, probe, *self.initial_states(1))
 
     def compile_train_step(self, updates_for: UpdatesFn) -> Callable[..., list[np.ndarray]]:
         """(x, y, mask, *states) -> [summed NLL, real tokens, *final states], updating params.
