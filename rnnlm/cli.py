@@ -322,6 +322,22 @@ def load_model(path: Path):
     return Model(ckpt.config.model, params=ckpt.params), ckpt
 
 
+def read_like_training(ckpt, corpus: str, format_: str | None = None, column: str | None = None):
+    """Sentences of `corpus`, tokenized as the model's training corpus was."""
+    from rnnlm.corpus import load_corpus
+
+    data = ckpt.config.data
+    # The training format carries over to a file of the same kind (a .txt of prose, say).
+    same_kind = Path(corpus).suffix == Path(data.corpus or ".txt").suffix
+    return load_corpus(
+        corpus,
+        format=format_ or (data.format if same_kind else None),
+        column=column or data.column,
+        lowercase=data.lowercase,
+        level=data.level,
+    ).sentences
+
+
 def refuse_bidirectional(ckpt, what: str) -> None:
     if ckpt.config.model.bidirectional:
         raise RnnlmError(
@@ -559,22 +575,13 @@ def evaluate(model_path, corpus, format_, column, mode, bootstrap, seed, quiet, 
     """
     from tqdm import tqdm
 
-    from rnnlm.corpus import load_corpus
     from rnnlm.evaluate import sentence_log_probs, summarize
 
     setup_logging(quiet)
     model, ckpt = load_model(model_path)
     refuse_bidirectional(ckpt, "report a perplexity")
-    data = ckpt.config.data
-    same_format = format_ is None and Path(corpus).suffix == Path(data.corpus or ".txt").suffix
-    text = load_corpus(
-        corpus,
-        format=format_ or (data.format if same_format else None),
-        column=column or data.column,
-        lowercase=data.lowercase,
-        level=data.level,
-    )
-    encoded = [ckpt.vocab.encode(tokens) for tokens in text.sentences]
+    sentences = read_like_training(ckpt, corpus, format_, column)
+    encoded = [ckpt.vocab.encode(tokens) for tokens in sentences]
     total = sum(len(s) - 1 for s in encoded)
     show = not quiet and sys.stderr.isatty()
     with tqdm(total=total, unit="tok", disable=not show, file=sys.stderr, leave=False) as bar:
@@ -644,7 +651,6 @@ def compare(models, corpus, mode, samples, seed, as_json) -> None:
     """
     import numpy as np
 
-    from rnnlm.corpus import load_corpus
     from rnnlm.evaluate import paired_bootstrap, sentence_log_probs
 
     if len(models) != 2:
@@ -655,14 +661,12 @@ def compare(models, corpus, mode, samples, seed, as_json) -> None:
         raise RnnlmError("the two models tokenize text differently: their scores do not compare")
     for _, ckpt in loaded:
         refuse_bidirectional(ckpt, "report a perplexity")
-    text = load_corpus(
-        corpus, column=data[0].column, lowercase=data[0].lowercase, level=data[0].level
-    )
+    sentences = read_like_training(loaded[0][1], corpus)
     nll = []
     for model, ckpt in loaded:
-        encoded = [ckpt.vocab.encode(tokens) for tokens in text.sentences]
+        encoded = [ckpt.vocab.encode(tokens) for tokens in sentences]
         nll.append(np.array([-lp.sum() for lp in sentence_log_probs(model, encoded, mode)]))
-    counts = np.array([len(tokens) + 1 for tokens in text.sentences])
+    counts = np.array([len(tokens) + 1 for tokens in sentences])
     result = paired_bootstrap(nll[0], nll[1], counts, samples, seed)
     if as_json:
         echo_json({"model_a": str(models[0]), "model_b": str(models[1]), **result.to_dict()})
@@ -888,16 +892,13 @@ def diagnose(models, corpus, count, max_distance, out, gradcheck, seed, as_json)
     import numpy as np
 
     from rnnlm import diagnose as diag
-    from rnnlm.corpus import load_corpus
 
     setup_logging(quiet=as_json)
     results, labels = [], []
     for path in models:
         model, ckpt = load_model(path)
         refuse_bidirectional(ckpt, "measure left-to-right gradient flow")
-        data = ckpt.config.data
-        text = load_corpus(corpus, column=data.column, lowercase=data.lowercase, level=data.level)
-        encoded = [ckpt.vocab.encode(tokens) for tokens in text.sentences]
+        encoded = [ckpt.vocab.encode(tokens) for tokens in read_like_training(ckpt, corpus)]
         order = np.random.default_rng(seed).permutation(len(encoded))
         long = [encoded[i] for i in order if len(encoded[i]) > max_distance + 1]
         picked = (long or [encoded[i] for i in order])[:count]
