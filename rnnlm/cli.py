@@ -504,6 +504,8 @@ def score(sentences, model_path, file_, mode, per_word, log_base, as_json) -> No
     SENTENCE_END (SENTENCE_START is given, never predicted). Perplexity is
     exp(-log-probability / tokens).
     """
+    from tqdm import tqdm
+
     from rnnlm import report
     from rnnlm.corpus import decode_utf8, tokenize
     from rnnlm.generate import corpus_perplexity
@@ -520,7 +522,10 @@ def score(sentences, model_path, file_, mode, per_word, log_base, as_json) -> No
     lowercase = ckpt.config.data.lowercase
     level = ckpt.config.data.level
     tokens = [tokenize(t, lowercase=lowercase, level=level) for t in texts]
-    scores = score_sentences(model, ckpt.vocab, texts, tokens, mode)
+    show = file_ is not None and sys.stderr.isatty()
+    total = sum(len(t) + 1 for t in tokens)
+    with tqdm(total=total, unit="tok", disable=not show, file=sys.stderr, leave=False) as bar:
+        scores = score_sentences(model, ckpt.vocab, texts, tokens, mode, progress=bar.update)
     result = {"sentences": [s.to_dict() for s in scores], "log_base": log_base}
     if len(scores) > 1:
         result["corpus_perplexity"] = corpus_perplexity(scores)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,12 +125,14 @@ def score(
     texts: Sequence[str],
     sentences: Sequence[Sequence[str]],
     mode: str = "sentence",
+    progress: Callable[[int], None] | None = None,
 ) -> list[SentenceScore]:
     """Score tokenized sentences (without markers): each alone, or in stream mode as one text."""
     for text, tokens in zip(texts, sentences, strict=True):
         if not tokens:
             raise RnnlmError(f"nothing to score: {text!r} has no words")
-    log_probs = sentence_log_probs(model, [vocab.encode(tokens) for tokens in sentences], mode)
+    encoded = [vocab.encode(tokens) for tokens in sentences]
+    log_probs = sentence_log_probs(model, encoded, mode, progress)
     return [
         SentenceScore(
             text, [*tokens, vocab.end], lp.tolist(), [t not in vocab for t in tokens] + [False]
