@@ -85,13 +85,18 @@ def load(path: str | Path) -> Checkpoint:
             arrays = {name: npz[name] for name in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise RnnlmError(f"{path} is not an rnnlm model file ({exc})") from None
+    except MemoryError:
+        raise RnnlmError(f"{path}: an array in it claims more memory than there is") from None
     # A zip member not stored as .npy comes back as raw bytes.
     strays = sorted(name for name, value in arrays.items() if not isinstance(value, np.ndarray))
     if strays:
         raise RnnlmError(f"{path} is not an rnnlm model file (stray member {strays[0]!r})")
     meta = _read_meta(path, arrays.pop("meta", None))
-    config = Config.from_dict(meta["config"])
-    vocab = Vocabulary.from_dict(meta["vocab"])
+    try:
+        config = Config.from_dict(meta["config"])
+        vocab = Vocabulary.from_dict(meta["vocab"])
+    except RnnlmError as exc:
+        raise RnnlmError(f"{path}: {exc}") from None
     if len(vocab) != config.model.vocab_size:
         raise RnnlmError(
             f"{path}: vocabulary has {len(vocab)} words but the model expects "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,11 @@ def user_errors(command: Callable) -> Callable:
             sys.exit(130)
 
     return wrapper
+
+
+def as_text(argument: str) -> str:
+    """A command-line argument as valid text: bytes that were not UTF-8 become U+FFFD."""
+    return argument.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def setup_logging(quiet: bool) -> None:
@@ -368,7 +374,12 @@ model_option = click.option(
 @main.command()
 @model_option
 @click.option(
-    "-n", "count", type=click.IntRange(1), default=5, show_default=True, help="Number of sentences."
+    "-n",
+    "count",
+    type=click.IntRange(1, 10_000),
+    default=5,
+    show_default=True,
+    help="Number of sentences.",
 )
 @click.option(
     "--max-length",
@@ -400,7 +411,7 @@ model_option = click.option(
     help="Draw only from the k likeliest words; 0 = all.",
 )
 @click.option("--greedy", is_flag=True, help="Always take the likeliest word.")
-@click.option("--seed", type=int, default=None, help="Seed for reproducible samples.")
+@click.option("--seed", type=click.IntRange(0), default=None, help="Seed for reproducible samples.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @user_errors
 def sample(
@@ -425,7 +436,7 @@ def sample(
         temperature=temperature,
         top_k=top_k,
         greedy=greedy,
-        prompt=tokenize(prompt, lowercase=data.lowercase, level=data.level),
+        prompt=tokenize(as_text(prompt), lowercase=data.lowercase, level=data.level),
     )
     joiner = "" if data.level == "char" else " "
     texts = [joiner.join(token for token, _ in sentence) for sentence in sentences]
@@ -459,7 +470,7 @@ def fill(sentence, model_path, top_k, as_json) -> None:
     model, ckpt = load_model(model_path)
     lowercase = ckpt.config.data.lowercase
     # The tokenizer would split the blank marker, so tokenize around it.
-    parts = sentence.split(BLANK)
+    parts = as_text(sentence).split(BLANK)
     tokens = []
     for i, part in enumerate(parts):
         if i:
@@ -511,7 +522,7 @@ def score(sentences, model_path, file_, mode, per_word, log_base, as_json) -> No
     from rnnlm.generate import corpus_perplexity
     from rnnlm.generate import score as score_sentences
 
-    texts = list(sentences)
+    texts = [as_text(sentence) for sentence in sentences]
     if file_ is not None:
         text = decode_utf8(file_.read(), getattr(file_, "name", "stdin"))
         texts += [line.strip() for line in text.splitlines() if line.strip()]
@@ -563,12 +574,14 @@ def score(sentences, model_path, file_, mode, per_word, log_base, as_json) -> No
 @mode_option
 @click.option(
     "--bootstrap",
-    type=click.IntRange(0),
+    type=click.IntRange(0, 100_000),
     default=0,
     show_default=True,
     help="Resample sentences N times for a 95 %% interval of the perplexity.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option(
+    "--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed of the bootstrap."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @user_errors
@@ -640,12 +653,12 @@ def evaluate(model_path, corpus, format_, column, mode, bootstrap, seed, quiet, 
 @mode_option
 @click.option(
     "--samples",
-    type=click.IntRange(1),
+    type=click.IntRange(1, 100_000),
     default=1000,
     show_default=True,
     help="Bootstrap resamples of the sentences.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @user_errors
 def compare(models, corpus, mode, samples, seed, as_json) -> None:
@@ -712,6 +725,8 @@ def rescore(nbest, model_path, lm_weight, as_json) -> None:
     from rnnlm.corpus import decode_utf8, tokenize
     from rnnlm.generate import score as score_sentences
 
+    if not math.isfinite(lm_weight):
+        raise RnnlmError("--lm-weight must be a finite number")
     text = decode_utf8(nbest.read(), getattr(nbest, "name", "stdin"))
     hypotheses = []
     for number, line in enumerate(text.splitlines(), 1):
@@ -884,7 +899,7 @@ def import_tutorial(npz, vocab_corpus, vocab_size, out) -> None:
     is_flag=True,
     help="Also check symbolic against finite-difference gradients on a few weights.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @user_errors
 def diagnose(models, corpus, count, max_distance, out, gradcheck, seed, as_json) -> None:

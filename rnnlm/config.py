@@ -19,6 +19,7 @@ from rnnlm.errors import RnnlmError
 CELLS = ("rnn-tanh", "rnn-relu", "gru", "lstm")
 DTYPES = ("float32", "float64")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
+MAX_LAYERS = 100  # a bound, so a crafted model file cannot make us loop for hours
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class ModelConfig:
         _require(self.vocab_size >= 4, "model.vocab_size", "must be at least 4")
         _require(self.hidden_size >= 1, "model.hidden_size", "must be at least 1")
         _require(self.cell in CELLS, "model.cell", "|".join(CELLS))
-        _require(self.layers >= 1, "model.layers", "must be at least 1")
+        _require(1 <= self.layers <= MAX_LAYERS, "model.layers", f"must be in 1..{MAX_LAYERS}")
         _require(self.embedding_size >= 0, "model.embedding_size", "must be 0 or positive")
         _require(
             self.bias or self.cell.startswith("rnn"),
@@ -142,6 +143,7 @@ class TrainConfig:
         _require(self.patience >= 0, "train.patience", "must be 0 or positive")
         _require(self.eval_every >= 0, "train.eval_every", "must be 0 or positive")
         _require(self.eval_sentences >= 1, "train.eval_sentences", "must be at least 1")
+        _require(self.seed >= 0, "train.seed", "must be 0 or positive")
 
 
 @dataclass(frozen=True)

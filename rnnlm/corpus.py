@@ -192,7 +192,9 @@ def _csv_column(text: str, column: str, source: str) -> list[str]:
             raise RnnlmError(f"{source}: CSV header has column {column!r} more than once")
         if column not in header:
             # A headerless file shows its first data row here, so keep each name short.
-            present = ", ".join(repr(_shorten(name)) for name in header)
+            present = ", ".join(repr(_shorten(name)) for name in header[:20])
+            if len(header) > 20:
+                present += f", ... ({len(header)} in all)"
             raise RnnlmError(
                 f"{source}: CSV header has no column {column!r}; columns present: {present}"
             )

@@ -13,6 +13,8 @@ from rnnlm.evaluate import sentence_log_probs
 from rnnlm.model import Model
 from rnnlm.vocab import Vocabulary
 
+MIN_TEMPERATURE = 1e-3  # below it, logits / T overflows float64
+
 
 def sample(
     model: Model,
@@ -36,8 +38,10 @@ def sample(
     rest. `top_k` keeps the k likeliest words, `greedy` takes the likeliest. A sentence stops
     at `max_length` words.
     """
-    if not 0 < temperature < math.inf:
-        raise RnnlmError("--temperature must be positive")
+    if not MIN_TEMPERATURE <= temperature < math.inf:
+        raise RnnlmError(
+            f"--temperature must be at least {MIN_TEMPERATURE} (for the likeliest word, --greedy)"
+        )
     if not 1 <= min_length <= max_length:
         raise RnnlmError("need 1 <= --min-length <= --max-length")
     if len(prompt) >= max_length:

@@ -238,7 +238,10 @@ class Model:
     def _distribution_fn(self):
         x, y, mask, initial = self._inputs()
         top, _ = self._top(x, y, mask, initial, train=False)
-        return self._function([x, y, mask, *initial], self._log_softmax(top))
+        # Only a bidirectional model reads y here; a left-to-right one ignores it.
+        return self._function(
+            [x, y, mask, *initial], self._log_softmax(top), on_unused_input="ignore"
+        )
 
     @cached_property
     def _gradients_fn(self):
