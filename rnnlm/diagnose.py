@@ -118,11 +118,13 @@ def plot(results: Sequence[dict[str, Any]], labels: Sequence[str], out: str) -> 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for result, label in zip(results, labels, strict=True):
         ratios = np.asarray(result["ratios"])
         axes.semilogy(np.arange(len(ratios)), ratios, marker="o", label=label)
+    axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes.set_xlabel("distance k (steps back)")
     axes.set_ylabel("||dL_t/dh_(t-k)|| / ||dL_t/dh_t||")
     axes.set_title("How far back the gradient reaches")
