@@ -81,9 +81,8 @@ def _umask() -> int:
     return mask
 
 
-def load(path: str | Path) -> Checkpoint:
-    """Read and validate a checkpoint; any problem is one `RnnlmError` line."""
-    path = Path(path)
+def read_npz(path: Path, kind: str = "an rnnlm model file") -> dict[str, np.ndarray]:
+    """Every array of an untrusted .npz, never unpickling; any problem is one `RnnlmError`."""
     if not path.is_file():
         raise RnnlmError(f"model file not found: {path}")
     try:
@@ -93,13 +92,20 @@ def load(path: str | Path) -> Checkpoint:
         with loaded as npz:
             arrays = {name: npz[name] for name in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise RnnlmError(f"{path} is not an rnnlm model file ({exc})") from None
+        raise RnnlmError(f"{path} is not {kind} ({exc})") from None
     except MemoryError:
         raise RnnlmError(f"{path}: an array in it claims more memory than there is") from None
     # A zip member not stored as .npy comes back as raw bytes.
     strays = sorted(name for name, value in arrays.items() if not isinstance(value, np.ndarray))
     if strays:
-        raise RnnlmError(f"{path} is not an rnnlm model file (stray member {strays[0]!r})")
+        raise RnnlmError(f"{path} is not {kind} (stray member {strays[0]!r})")
+    return arrays
+
+
+def load(path: str | Path) -> Checkpoint:
+    """Read and validate a checkpoint; any problem is one `RnnlmError` line."""
+    path = Path(path)
+    arrays = read_npz(path)
     meta = _read_meta(path, arrays.pop("meta", None))
     try:
         config = Config.from_dict(meta["config"])

@@ -7,13 +7,12 @@ The tutorial's file holds only the three weight matrices; its vocabulary was nev
 from __future__ import annotations
 
 import logging
-import zipfile
 from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 
-from rnnlm.checkpoint import Checkpoint
+from rnnlm.checkpoint import Checkpoint, read_npz
 from rnnlm.config import Config, DataConfig, ModelConfig, TrainConfig
 from rnnlm.corpus import load_corpus
 from rnnlm.errors import RnnlmError
@@ -153,19 +152,8 @@ def import_tutorial(
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     """U, V and W as 2-D floating-point arrays; anything else is one `RnnlmError` line."""
-    if not path.is_file():
-        raise RnnlmError(f"tutorial model file not found: {path}")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a lone .npy array
-            raise ValueError("not an .npz archive")
-        with loaded as npz:
-            names = sorted(npz.files)
-            present = [name for name in TUTORIAL_ARRAYS if name in names]
-            # Object arrays raise ValueError here instead of being unpickled.
-            arrays = {name: npz[name] for name in present}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise RnnlmError(f"{path} is not a tutorial model file ({exc})") from None
+    arrays = read_npz(path, "a tutorial model file")
+    names = sorted(arrays)
     missing = [name for name in TUTORIAL_ARRAYS if name not in names]
     extra = [name for name in names if name not in TUTORIAL_ARRAYS]
     if missing or extra:
