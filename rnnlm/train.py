@@ -340,7 +340,8 @@ class Trainer:
     def _roll_back(self, loss: float) -> None:
         """A non-finite loss: back to the last checkpoint's weights, at half the rate."""
         self.rollbacks += 1
-        last = checkpoint.load(self.out)
+        # Before the first periodic save, the best model (saved at step 0) is the last good one.
+        last = checkpoint.load(self.out if self.out.exists() else best_path(self.out))
         self.model.params.assign(last.params)
         for name, var in self.optimizer_state.items():
             var.set_value(last.optimizer[name].astype(var.dtype))
@@ -354,6 +355,7 @@ class Trainer:
             self.learning_rate.get_value(),
         )
         if self.rollbacks >= MAX_ROLLBACKS:
+            checkpoint.save(self.out, self._checkpoint())  # the good weights, just restored
             raise RnnlmError(
                 f"the loss was {loss} after {MAX_ROLLBACKS} rollbacks in a row (learning rate now "
                 f"{self.learning_rate.get_value():g}): training stopped, {self.out} holds the "
@@ -376,9 +378,6 @@ class Trainer:
         tc, p = self.config.train, self.progress
         started = time.perf_counter() - p["wall_s"]
         self.epoch_batches = len(self._batches(0))
-        if p["best_loss"] is None and p["step"] == 0:
-            self._after_evaluation(self._evaluate(), None, 0.0)
-            checkpoint.save(self.out, self._checkpoint())
         eval_every = tc.eval_every or self.epoch_batches
         run_loss, run_tokens = 0.0, 0.0
         stopped = interrupted = False
@@ -394,6 +393,9 @@ class Trainer:
                 leave=False,
             ) as bar,
         ):
+            if p["best_loss"] is None and p["step"] == 0:
+                self._after_evaluation(self._evaluate(), None, 0.0)  # saves the best model
+            interrupted = interrupt.is_set()
             while p["epoch"] < tc.epochs and not (stopped or interrupted):
                 batches = self._batches(p["epoch"])
                 for x, y, mask in batches[p["batch"] :]:
