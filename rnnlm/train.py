@@ -221,7 +221,8 @@ class Trainer:
             carry=list(self.carry) if self.carry is not None else [],
         )
 
-    def _restore(self, ckpt: checkpoint.Checkpoint) -> None:
+    def _load_weights(self, ckpt: checkpoint.Checkpoint) -> None:
+        """Parameters and optimizer state from a checkpoint, checked name by name."""
         self.model.params.assign(ckpt.params)
         if set(ckpt.optimizer) != set(self.optimizer_state):
             raise RnnlmError(
@@ -233,6 +234,9 @@ class Trainer:
             if value.shape != var.get_value(borrow=True).shape:
                 raise RnnlmError(f"optimizer state {name} has the wrong shape {value.shape}")
             var.set_value(value.astype(var.dtype))
+
+    def _restore(self, ckpt: checkpoint.Checkpoint) -> None:
+        self._load_weights(ckpt)
         self.progress.update(ckpt.progress)
         self.learning_rate.set_value(
             np.asarray(self.progress["learning_rate"], self.learning_rate.dtype)
@@ -342,9 +346,7 @@ class Trainer:
         self.rollbacks += 1
         # Before the first periodic save, the best model (saved at step 0) is the last good one.
         last = checkpoint.load(self.out if self.out.exists() else best_path(self.out))
-        self.model.params.assign(last.params)
-        for name, var in self.optimizer_state.items():
-            var.set_value(last.optimizer[name].astype(var.dtype))
+        self._load_weights(last)
         self.learning_rate.set_value(self.learning_rate.get_value() * 0.5)
         log.warning(
             "Loss %s at step %d: rolled back to the last checkpoint (step %d), learning rate "
