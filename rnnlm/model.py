@@ -1,7 +1,7 @@
 """The language-model graph, and the only module that calls `aesara.scan` / `aesara.function`.
 
     ids (T, B) -> [embedding] -> layer 0 ... layer L-1 -> [dropout] -> output layer
-               -> log-softmax -> log p(y_t | x_<=t) (T, B) -> masked NLL
+               -> fused softmax + NLL -> log p(y_t | x_<=t) (T, B) -> masked NLL
 
 Each layer's input projection (all time steps, gates stacked) is one product outside its
 scan; dropout masks are drawn outside the scans too, on the non-recurrent connections only.
@@ -28,6 +28,7 @@ from aesara.tensor.special import log_softmax
 
 from rnnlm.cells import CELLS
 from rnnlm.config import ModelConfig
+from rnnlm.ops import softmax_nll
 from rnnlm.params import Params, uniform_fan_in
 
 UpdatesFn = Callable[[Mapping, Mapping], Mapping]  # (params, grads) -> updates
@@ -204,22 +205,24 @@ class Model:
             finals += back_finals
         return self._dropout(top, train), finals
 
-    def _log_softmax(self, top):
+    def _logits(self, top):
         p = self.params
         out_W = p["embed/W"].T if self.config.tie_weights else p["out/W"]
-        logits = at.dot(top, out_W)  # (T, B, V)
-        if self.config.bias:
-            logits = logits + p["out/b"]
-        return log_softmax(logits, axis=-1)
+        logits = at.dot(top, out_W)
+        return logits + p["out/b"] if self.config.bias else logits
 
-    def _token_log_probs(self, log_p, y):
-        """log p(y_t | ...) picked out of log_p (T, B, V): (T, B)."""
-        flat = log_p.reshape((-1, self.config.vocab_size))  # (T*B, V)
-        return flat[at.arange(flat.shape[0]), y.flatten()].reshape(y.shape)
+    def _log_softmax(self, top):
+        """(T, B, V) log-probabilities of every word."""
+        return log_softmax(self._logits(top), axis=-1)
+
+    def _token_log_probs(self, top, y):
+        """log p(y_t | ...) of the targets only, (T, B), by the fused softmax + NLL op."""
+        flat = top.reshape((-1, top.shape[-1]))  # (T*B, K): one big product
+        return -softmax_nll(self._logits(flat), y.flatten()).reshape(y.shape)
 
     def _nll(self, x, y, mask, initial, train: bool):
         top, finals = self._top(x, y, mask, initial, train)
-        token_log_p = self._token_log_probs(self._log_softmax(top), y)
+        token_log_p = self._token_log_probs(top, y)
         return -(token_log_p * mask).sum(), finals
 
     def _function(self, inputs, outputs, **kwargs):
@@ -231,7 +234,7 @@ class Model:
     def _log_probs_fn(self):
         x, y, mask, initial = self._inputs()
         top, finals = self._top(x, y, mask, initial, train=False)
-        token_log_p = self._token_log_probs(self._log_softmax(top), y) * mask
+        token_log_p = self._token_log_probs(top, y) * mask
         return self._function([x, y, mask, *initial], [token_log_p, *finals])
 
     @cached_property
@@ -260,12 +263,7 @@ class Model:
         # A length-1 sequence through the same stack keeps one code path for the graph.
         mask = at.ones((1, ids.shape[0]), dtype=self.config.dtype)
         top, finals = self._stack("layer", ids.dimshuffle("x", 0), mask, initial, train=False)
-        p = self.params
-        out_W = p["embed/W"].T if self.config.tie_weights else p["out/W"]
-        logits = at.dot(top[0], out_W)
-        if self.config.bias:
-            logits = logits + p["out/b"]
-        return self._function([ids, *initial], [logits, *finals])
+        return self._function([ids, *initial], [self._logits(top[0]), *finals])
 
     @cached_property
     def _gradient_flow_fn(self):
@@ -277,7 +275,7 @@ class Model:
         x, y, mask, initial = self._inputs()
         probe = at.tensor3("probe", dtype=self.config.dtype)  # (T, 1, H), zeros
         top, _ = self._stack("layer", x, mask, initial, train=False, probe=probe)
-        losses = -self._token_log_probs(self._log_softmax(top), y)[:, 0]  # (T,)
+        losses = -self._token_log_probs(top, y)[:, 0]  # (T,)
         jacobian = aesara.gradient.jacobian(losses, probe)  # (T, T, 1, H)
         norms = at.sqrt(at.square(jacobian).sum(axis=(2, 3)))
         return self._function([x, y, mask, probe, *initial], [norms, top[:, 0]])
