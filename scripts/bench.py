@@ -20,7 +20,8 @@ machine hits them alike; each figure is the median over repetitions of a fixed a
 work, after one untimed warm-up round; tokens/s counts real (masked) tokens. Subprocesses
 start with OPENBLAS_NUM_THREADS = OMP_NUM_THREADS = the largest --threads; a contender's
 thread count is set before each of its repetitions, with openblas_set_num_threads on
-every OpenBLAS loaded (scipy's, which Aesara calls, and numpy's) and torch.set_num_threads,
+every OpenBLAS loaded (scipy's, which Aesara calls, and numpy's), omp_set_num_threads on every
+OpenMP runtime (rnnlm's fused softmax op) and torch.set_num_threads,
 so the PTB graph is compiled once for all thread counts. The PTB rows run in a fresh process
 (its compile time is the warm one, its peak RSS that of training); the cold compile runs
 before it in another, on an empty compiledir (AESARA_FLAGS=compiledir=<temp folder>).
@@ -220,12 +221,24 @@ def loaded_openblas() -> list[OpenBlas]:
     return found
 
 
+def loaded_openmp() -> list[str]:
+    """Every OpenMP runtime mapped into this process: the system libgomp that rnnlm's fused
+    softmax op runs its rows on, and PyTorch's own copy."""
+    with open("/proc/self/maps") as maps:
+        return sorted({line.split()[-1] for line in maps if "libgomp" in line})
+
+
 def set_threads(n: int) -> None:
-    """Threads of every loaded OpenBLAS, and of PyTorch if it is imported; checked."""
+    """Threads of every loaded OpenBLAS and OpenMP, and of PyTorch if imported; checked."""
     for blas in loaded_openblas():
         blas.set_threads(n)
         if blas.get_threads() != n:
             raise RuntimeError(f"{blas.path} runs {blas.get_threads()} threads, not {n}")
+    for path in loaded_openmp():
+        openmp = ctypes.CDLL(path)
+        openmp.omp_set_num_threads(n)
+        if openmp.omp_get_max_threads() != n:
+            raise RuntimeError(f"{path} runs {openmp.omp_get_max_threads()} threads, not {n}")
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(n)

@@ -4,93 +4,127 @@ import aesara
 import aesara.tensor as at
 import numpy as np
 import pytest
-from aesara.tensor.special import log_softmax
+from aesara.tensor.special import log_softmax, softmax
 
-from rnnlm.ops import softmax_nll
+from rnnlm.ops import _softmax_nll, softmax_nll
 
 # FAST_COMPILE (the suite's mode) runs the ops' `perform`; FAST_RUN their C code.
 MODES = ["FAST_COMPILE", "FAST_RUN"]
 
 
-def reference(logits, y):
-    shifted = logits - logits.max(axis=1, keepdims=True)
+def reference(logits, b, y, w):
+    """nll, and the gradients of sum(w * nll) with respect to the logits and the bias."""
+    z = logits + b
+    shifted = z - z.max(axis=1, keepdims=True)
     log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     nll = -log_p[np.arange(len(y)), y]
     grad = np.exp(log_p)
     grad[np.arange(len(y)), y] -= 1
-    return nll, grad  # d sum(nll) / d logits
+    grad *= w[:, None]
+    return nll, grad, grad.sum(axis=0)
 
 
 @pytest.fixture(scope="module", params=[(m, d) for m in MODES for d in ("float32", "float64")])
 def compiled(request):
+    """(logits, y, w, b) -> nll and the gradients of sum(w * nll) by logits and b."""
     mode, dtype = request.param
-    logits, y, w = at.matrix(dtype=dtype), at.ivector(), at.vector(dtype=dtype)
-    nll = softmax_nll(logits, y)
-    loss = (nll * w).sum()
-    f = aesara.function([logits, y, w], [nll, aesara.grad(loss, logits)], mode=mode)
-    return f, dtype
+    logits, y = at.matrix(dtype=dtype), at.ivector()
+    w, b = at.vector(dtype=dtype), at.vector(dtype=dtype)
+    nll = softmax_nll(logits, y, b)
+    grads = aesara.grad((nll * w).sum(), [logits, b])
+    return aesara.function([logits, y, w, b], [nll, *grads], mode=mode), dtype
 
 
-def test_matches_numpy_and_log_softmax(compiled):
+def test_matches_numpy(compiled):
     f, dtype = compiled
     rng = np.random.default_rng(0)
     logits = (rng.normal(size=(9, 13)) * 30).astype(dtype)  # large: needs the max shift
+    b = rng.normal(size=13).astype(dtype)
     y = rng.integers(0, 13, 9).astype(np.int32)
     w = rng.random(9).astype(dtype)
-    nll, grad = f(logits, y, w)
-    want_nll, want_grad = reference(logits.astype(np.float64), y)
+    got = f(logits, y, w, b)
+    want = reference(logits.astype(np.float64), b.astype(np.float64), y, w.astype(np.float64))
     tol = 1e-5 if dtype == "float32" else 1e-12
-    assert nll.dtype == dtype and grad.dtype == dtype
-    np.testing.assert_allclose(nll, want_nll, rtol=tol, atol=tol)
-    np.testing.assert_allclose(grad, want_grad * w[:, None], rtol=tol, atol=tol)
-    assert np.all(np.isfinite(nll))
+    for a, e in zip(got, want, strict=True):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a, e, rtol=tol, atol=tol)
 
 
-def test_strided_logits_and_empty_batch(compiled):
+def test_strided_inputs_and_empty_batch(compiled):
     f, dtype = compiled
     rng = np.random.default_rng(1)
-    wide = rng.normal(size=(6, 20)).astype(dtype)
-    logits = wide[:, ::2]  # not contiguous
+    logits = rng.normal(size=(6, 20)).astype(dtype)[:, ::2]  # not contiguous
+    b = rng.normal(size=20).astype(dtype)[::2]
     y = np.array([0, 9, 3, 3, 1, 5], dtype=np.int32)
-    nll, grad = f(logits, y, np.ones(6, dtype=dtype))
-    want_nll, want_grad = reference(np.ascontiguousarray(logits, dtype=np.float64), y)
-    np.testing.assert_allclose(nll, want_nll, rtol=1e-5)
-    np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-6)
-    nll, grad = f(np.zeros((0, 4), dtype=dtype), np.zeros(0, dtype=np.int32), np.ones(0, dtype))
-    assert nll.shape == (0,) and grad.shape == (0, 4)
+    w = np.ones(6, dtype=dtype)
+    got = f(logits, y, w, b)
+    want = reference(logits.astype(np.float64), b.astype(np.float64), y, w)
+    for a, e in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6)
+    empty = f(np.zeros((0, 4), dtype), np.zeros(0, np.int32), np.ones(0, dtype), np.ones(4, dtype))
+    assert [a.shape for a in empty] == [(0,), (0, 4), (4,)]
+    assert not empty[2].any()
 
 
 @pytest.mark.parametrize("bad", [-1, 13])
 def test_targets_out_of_range_are_an_error(compiled, bad):
     f, dtype = compiled
-    logits = np.zeros((2, 13), dtype=dtype)
     with pytest.raises(ValueError, match="out of range"):
-        f(logits, np.array([0, bad], dtype=np.int32), np.ones(2, dtype=dtype))
+        f(
+            np.zeros((2, 13), dtype),
+            np.array([0, bad], np.int32),
+            np.ones(2, dtype),
+            np.zeros(13, dtype),
+        )
+
+
+def test_bias_of_the_wrong_length_is_an_error(compiled):
+    f, dtype = compiled
+    with pytest.raises(ValueError, match="shapes"):
+        f(np.zeros((2, 13), dtype), np.zeros(2, np.int32), np.ones(2, dtype), np.zeros(12, dtype))
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_same_graph_value_as_log_softmax_indexing(mode):
-    """The op is a drop-in for -log_softmax(logits)[arange, y], gradient included."""
+def test_drop_in_for_log_softmax_indexing(mode):
+    """Without a bias the op is -log_softmax(logits)[arange, y], gradient included."""
     logits, y = at.dmatrix(), at.ivector()
     fused = softmax_nll(logits, y).sum()
     plain = -log_softmax(logits, axis=1)[at.arange(logits.shape[0]), y].sum()
-    f = aesara.function(
-        [logits, y],
-        [fused, plain, aesara.grad(fused, logits), aesara.grad(plain, logits)],
-        mode=mode,
-    )
+    outputs = [fused, plain, aesara.grad(fused, logits), aesara.grad(plain, logits)]
+    f = aesara.function([logits, y], outputs, mode=mode)
     rng = np.random.default_rng(2)
     a, b, ga, gb = f(rng.normal(size=(5, 7)), rng.integers(0, 7, 5).astype(np.int32))
     np.testing.assert_allclose(a, b, rtol=1e-12)
     np.testing.assert_allclose(ga, gb, rtol=1e-10, atol=1e-12)
 
 
-def test_gradient_matches_finite_differences():
+def test_gradients_match_finite_differences():
     rng = np.random.default_rng(3)
     y = rng.integers(0, 6, 4).astype(np.int32)
     aesara.gradient.verify_grad(
-        lambda logits: softmax_nll(logits, y), [rng.normal(size=(4, 6))], rng=rng, mode="FAST_RUN"
+        lambda logits, b: softmax_nll(logits, y, b),
+        [rng.normal(size=(4, 6)), rng.normal(size=6)],
+        rng=rng,
+        mode="FAST_RUN",
     )
+
+
+def test_gradient_through_the_probabilities_output():
+    """The op's second output, softmax(logits + b), has the softmax's own gradient."""
+    logits, b, y, g = at.dmatrix(), at.dvector(), at.ivector(), at.dmatrix()
+    nll, probs = _softmax_nll(logits, b, y)
+    fused = aesara.grad((probs * g).sum() + nll.sum(), [logits, b])
+    plain = aesara.grad(
+        (softmax(logits + b, axis=1) * g).sum()
+        - log_softmax(logits + b, axis=1)[at.arange(logits.shape[0]), y].sum(),
+        [logits, b],
+    )
+    f = aesara.function([logits, b, y, g], fused + plain, mode="FAST_RUN")
+    rng = np.random.default_rng(4)
+    got = f(rng.normal(size=(3, 5)), rng.normal(size=5), np.array([0, 4, 2], np.int32),
+            rng.normal(size=(3, 5)))  # fmt: skip
+    np.testing.assert_allclose(got[0], got[2], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got[1], got[3], rtol=1e-10, atol=1e-12)
 
 
 def test_rejects_wrong_types():
@@ -98,23 +132,5 @@ def test_rejects_wrong_types():
         softmax_nll(at.dvector(), at.ivector())
     with pytest.raises(TypeError):
         softmax_nll(at.dmatrix(), at.dvector())
-
-
-def test_gradient_through_the_probabilities_output():
-    """The op's second output (the softmax) has the softmax's own gradient."""
-    from rnnlm.ops import _softmax_nll
-
-    logits, y, g = at.dmatrix(), at.ivector(), at.dmatrix()
-    nll, probs = _softmax_nll(logits, y)
-    rng = np.random.default_rng(4)
-    values = rng.normal(size=(3, 5))
-    targets = rng.integers(0, 5, 3).astype(np.int32)
-    weights = rng.normal(size=(3, 5))
-    fused = aesara.grad((probs * g).sum() + nll.sum(), logits)
-    plain_sm = at.special.softmax(logits, axis=1)
-    plain = aesara.grad((plain_sm * g).sum(), logits) + aesara.grad(
-        softmax_nll(logits, y).sum(), logits
-    )
-    f = aesara.function([logits, y, g], [fused, plain], mode="FAST_RUN")
-    a, b = f(values, targets, weights)
-    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    with pytest.raises(TypeError):
+        softmax_nll(at.dmatrix(), at.ivector(), at.dmatrix())
