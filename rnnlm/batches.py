@@ -45,28 +45,44 @@ def length_batches(
         yield (np.asarray(chunk), *pad_batch([sentences[i] for i in chunk], dtype))
 
 
+class Batches(Sequence):
+    """Batches of sentences by index, padded only when one is read: an epoch of a corpus
+    memory-mapped from shards never sits in memory padded."""
+
+    def __init__(self, sentences: Sequence[np.ndarray], groups: list, dtype: str) -> None:
+        self.sentences, self.groups, self.dtype = sentences, groups, dtype
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return Batches(self.sentences, self.groups[i], self.dtype)
+        return pad_batch([self.sentences[j] for j in self.groups[i]], self.dtype)
+
+
 def training_batches(
     sentences: Sequence[np.ndarray],
     batch_size: int,
     rng: np.random.Generator,
     dtype: str = "float32",
     bucket_batches: int = 50,
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+) -> Batches:
     """One epoch of sentence batches: shuffled, similar lengths bucketed together.
 
     Shuffle, sort each run of `bucket_batches` batches by length, cut it into batches and
     shuffle the batches: little padding, yet a different mix every epoch.
     """
     order = rng.permutation(len(sentences))
+    lengths = [len(sentences[i]) for i in range(len(sentences))]
     span = batch_size * bucket_batches
-    batches = []
+    groups = []
     for start in range(0, len(order), span):
-        bucket = sorted(order[start : start + span], key=lambda i: len(sentences[i]))
-        for first in range(0, len(bucket), batch_size):
-            batches.append(
-                pad_batch([sentences[i] for i in bucket[first : first + batch_size]], dtype)
-            )
-    return [batches[i] for i in rng.permutation(len(batches))]
+        bucket = sorted(order[start : start + span], key=lambda i: lengths[i])
+        groups += [
+            bucket[first : first + batch_size] for first in range(0, len(bucket), batch_size)
+        ]
+    return Batches(sentences, [groups[i] for i in rng.permutation(len(groups))], dtype)
 
 
 def stream_ids(sentences: Sequence[np.ndarray]) -> np.ndarray:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rnnlm.batches import length_batches, pad_batch
+from rnnlm.batches import length_batches, pad_batch, training_batches
 from rnnlm.config import ModelConfig
 from rnnlm.model import Model
 
@@ -113,3 +113,20 @@ def test_padding_does_not_change_the_gradients(truncate):
     for name, grad in together.items():
         assert np.abs(grad).max() > 0
         np.testing.assert_allclose(grad, sum(g[name] for g in alone), rtol=1e-10, atol=1e-12)
+
+
+def test_training_batches_pad_only_when_read():
+    """Batches hold sentence indices; reading one pads it, slicing keeps the order."""
+    sentences = [np.arange(n, dtype=np.int32) + 2 for n in (3, 7, 4, 9, 5, 2, 6)]
+    batches = training_batches(sentences, 2, np.random.default_rng(0), bucket_batches=2)
+    assert len(batches) == 4
+    assert all(isinstance(group[0], (int, np.integer)) for group in batches.groups)
+    used = sorted(i for group in batches.groups for i in group)
+    assert used == list(range(len(sentences)))
+    for group, (x, y, mask) in zip(batches.groups, batches, strict=True):
+        want = pad_batch([sentences[i] for i in group])
+        for got, expected in zip((x, y, mask), want, strict=True):
+            np.testing.assert_array_equal(got, expected)
+    tail = batches[1:]
+    assert len(tail) == 3
+    np.testing.assert_array_equal(tail[0][0], batches[1][0])
