@@ -117,6 +117,14 @@ TRAIN_OPTIONS = [
         "Without --valid, hold out this share of the training sentences.",
     ),
     (
+        "--data",
+        "data",
+        "prepared",
+        click.Path(file_okay=False),
+        "A folder written by `rnnlm prepare`: train on its shards and vocabulary (read from "
+        "disk as needed) instead of --corpus.",
+    ),
+    (
         "--cell",
         "model",
         "cell",
@@ -224,14 +232,24 @@ TRAIN_OPTIONS = [
         "Without validation data: training sentences to evaluate on.",
     ),
     ("--seed", "train", "seed", int, "Seed for initialisation, shuffling and dropout."),
+    (
+        "--distributed/--no-distributed",
+        "train",
+        "distributed",
+        None,
+        "Data-parallel over the ranks of an MPI launch: mpirun -n N rnnlm train --distributed.",
+    ),
 ]
 
 
-def config_options(command: Callable) -> Callable:
+def config_options(command: Callable, keys: tuple[str, ...] | None = None) -> Callable:
+    """The TRAIN_OPTIONS (only the `section.key` names in `keys`, if given) as click options."""
     from rnnlm.config import Config
 
     defaults = Config().to_dict()
     for flag, section, key, kind, text in reversed(TRAIN_OPTIONS):
+        if keys is not None and f"{section}.{key}" not in keys:
+            continue
         default = defaults[section][key]
         shown = "" if default is None else f"  [default: {default}]"
         if key == "lowercase":
@@ -275,6 +293,9 @@ def train(config_file, resume, out, quiet, as_json, **options) -> None:
     The loss (cross-entropy per token, in nats) is printed at every evaluation;
     Ctrl-C stops after the current step and saves the model.
     """
+    from rnnlm import distributed
+
+    distributed.one_blas_thread_per_rank()  # before numpy loads a BLAS
     from rnnlm import checkpoint
     from rnnlm.config import load_config, resolve
     from rnnlm.train import Trainer, prepare_data
@@ -297,18 +318,31 @@ def train(config_file, resume, out, quiet, as_json, **options) -> None:
         config = resolve(previous.config.to_dict(), overrides)
     else:
         config = resolve(load_config(config_file) if config_file else None, overrides)
-    if config.data.corpus is None:
+    comm = distributed.connect(config.train.distributed)
+    if comm.rank != 0:
+        log.setLevel(logging.ERROR)  # rank 0 speaks for all
+    elif comm.size > 1:
+        log.info("Distributed: %d ranks, each on its share of every batch.", comm.size)
+    if config.data.prepared:
+        from rnnlm.shards import with_prepared_data
+
+        config = with_prepared_data(config, overrides.get("data"))
+    elif config.data.corpus is None:
         log.info(
             "No --corpus given: training on the built-in sample corpus. "
             "Pass --corpus PATH (.csv with a 'body' column, or .txt) to use your own."
         )
     else:
         log.info("Corpus: %s", config.data.corpus)
-    prepared = prepare_data(config, vocab=previous.vocab if previous else None)
-    trainer = Trainer(
-        config, prepared, out, show_progress=not quiet and sys.stderr.isatty(), resume=previous
-    )
-    summary = trainer.run()
+    show_progress = not quiet and sys.stderr.isatty()
+    with distributed.fail_together(comm):
+        prepared = prepare_data(config, vocab=previous.vocab if previous else None)
+        trainer = Trainer(
+            config, prepared, out, show_progress=show_progress, resume=previous, comm=comm
+        )
+        summary = trainer.run()
+    if comm.rank != 0:
+        return
     if as_json:
         echo_json(summary)
     else:
@@ -318,6 +352,104 @@ def train(config_file, resume, out, quiet, as_json, **options) -> None:
             f"(best {summary['best_loss']:.3f}, in {summary['best_model']}), "
             f"{summary['wall_s']:.0f} s ({summary['tokens_per_s']:.0f} tokens/s)"
         )
+
+
+# The data options of `train` that `prepare` takes too (validation stays train's business).
+PREPARE_KEYS = tuple(
+    f"data.{key}"
+    for key in ("format", "column", "level", "unknown", "lowercase", "vocab_size", "min_count")
+)
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="A TOML config; its [data] section is used, options given here override it.",
+)
+@click.option(
+    "--corpus",
+    "data__corpus",
+    default=None,
+    help="The files: a path or a glob pattern, quoted ('dump/*.csv', 'dump/**/*.txt'); "
+    "read in sorted path order.",
+)
+@functools.partial(config_options, keys=PREPARE_KEYS)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="New (or empty) folder for the shards, vocab.json and index.json.",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    help="Address of a running dask.distributed scheduler (tcp://host:8786). "
+    "Default: a LocalCluster on this machine.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(0),
+    default=None,
+    help="LocalCluster worker processes [default: one per CPU core]; 0 = no Dask, "
+    "everything in this process.",
+)
+@click.option(
+    "--punkt-sample",
+    type=click.IntRange(1),
+    default=None,
+    help="csv/prose: characters, shared out over all files, that train the sentence "
+    "splitter  [default: 4000000].",
+)
+@click.option(
+    "--shard-size",
+    type=click.IntRange(1),
+    default=None,
+    help="Token ids per shard file, sentence markers included  [default: 16777216].",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@user_errors
+def prepare(
+    config_file, out, scheduler, workers, punkt_sample, shard_size, quiet, as_json, **options
+) -> None:
+    """Tokenize many files on Dask into a vocabulary and integer-id shards.
+
+    `rnnlm train --data OUT` then trains on them without reading the text again. The
+    output is the same, byte for byte, whatever the number of workers.
+    """
+    from rnnlm import prepare as pipeline
+    from rnnlm import shards
+    from rnnlm.config import load_config, resolve
+
+    setup_logging(quiet)
+    if scheduler is not None and workers is not None:
+        raise RnnlmError("give --scheduler or --workers, not both (a scheduler has its own)")
+    overrides: dict[str, dict] = {}
+    for name, value in options.items():
+        if value is not None:
+            section, key = name.split("__")
+            overrides.setdefault(section, {})[key] = value
+    data = resolve(load_config(config_file) if config_file else None, overrides).data
+    summary = pipeline.prepare(
+        data,
+        out,
+        scheduler=scheduler,
+        workers=workers,
+        punkt_sample=punkt_sample or pipeline.DEFAULT_PUNKT_SAMPLE,
+        shard_size=shard_size or shards.DEFAULT_SHARD_SIZE,
+        show_progress=not quiet and sys.stderr.isatty(),
+    )
+    if as_json:
+        echo_json(summary)
+        return
+    where = f"{summary['workers']} Dask workers" if summary["workers"] else "1 process"
+    click.echo(
+        f"wrote {summary['out']}: {summary['files']} files, {summary['sentences']} sentences, "
+        f"{summary['tokens']} tokens, vocabulary {summary['vocab_size']}, "
+        f"{summary['shards']} shard(s) in {summary['wall_s']:.1f} s on {where}"
+    )
 
 
 def load_model(path: Path):
@@ -506,22 +638,23 @@ def fill(sentence, model_path, top_k, as_json) -> None:
     show_default=True,
     help="Base of the log-probabilities printed per token and per sentence.",
 )
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @user_errors
-def score(sentences, model_path, file_, mode, per_word, log_base, as_json) -> None:
+def score(sentences, model_path, file_, mode, per_word, log_base, quiet, as_json) -> None:
     """Log-probability, per-token probabilities and perplexity of each sentence.
 
     Each sentence is tokenized like the training corpus; its tokens are its words and
     SENTENCE_END (SENTENCE_START is given, never predicted). Perplexity is
     exp(-log-probability / tokens).
     """
-    from tqdm import tqdm
-
     from rnnlm import report
     from rnnlm.corpus import decode_utf8, tokenize
+    from rnnlm.evaluate import TokenProgress
     from rnnlm.generate import corpus_perplexity
     from rnnlm.generate import score as score_sentences
 
+    setup_logging(quiet)
     texts = [as_text(sentence) for sentence in sentences]
     if file_ is not None:
         text = decode_utf8(file_.read(), getattr(file_, "name", "stdin"))
@@ -533,10 +666,9 @@ def score(sentences, model_path, file_, mode, per_word, log_base, as_json) -> No
     lowercase = ckpt.config.data.lowercase
     level = ckpt.config.data.level
     tokens = [tokenize(t, lowercase=lowercase, level=level) for t in texts]
-    show = file_ is not None and sys.stderr.isatty()
-    total = sum(len(t) + 1 for t in tokens)
-    with tqdm(total=total, unit="tok", disable=not show, file=sys.stderr, leave=False) as bar:
-        scores = score_sentences(model, ckpt.vocab, texts, tokens, mode, progress=bar.update)
+    show = file_ is not None and not quiet and sys.stderr.isatty()
+    with TokenProgress(sum(len(t) + 1 for t in tokens), show) as progress:
+        scores = score_sentences(model, ckpt.vocab, texts, tokens, mode, progress=progress)
     result = {"sentences": [s.to_dict() for s in scores], "log_base": log_base}
     if len(scores) > 1:
         result["corpus_perplexity"] = corpus_perplexity(scores)
@@ -577,7 +709,7 @@ def score(sentences, model_path, file_, mode, per_word, log_base, as_json) -> No
     type=click.IntRange(0, 100_000),
     default=0,
     show_default=True,
-    help="Resample sentences N times for a 95 %% interval of the perplexity.",
+    help="Resample sentences N times for a 95 % interval of the perplexity.",
 )
 @click.option(
     "--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed of the bootstrap."
@@ -591,19 +723,16 @@ def evaluate(model_path, corpus, format_, column, mode, bootstrap, seed, quiet, 
     Every word and each SENTENCE_END is predicted and counted, SENTENCE_START never.
     Unknown words count as the unknown token; the perplexity without them is given too.
     """
-    from tqdm import tqdm
-
-    from rnnlm.evaluate import sentence_log_probs, summarize
+    from rnnlm.evaluate import TokenProgress, sentence_log_probs, summarize
 
     setup_logging(quiet)
     model, ckpt = load_model(model_path)
     refuse_bidirectional(ckpt, "report a perplexity")
     sentences = read_like_training(ckpt, corpus, format_, column)
     encoded = [ckpt.vocab.encode(tokens) for tokens in sentences]
-    total = sum(len(s) - 1 for s in encoded)
     show = not quiet and sys.stderr.isatty()
-    with tqdm(total=total, unit="tok", disable=not show, file=sys.stderr, leave=False) as bar:
-        log_probs = sentence_log_probs(model, encoded, mode, progress=bar.update)
+    with TokenProgress(sum(len(s) - 1 for s in encoded), show) as progress:
+        log_probs = sentence_log_probs(model, encoded, mode, progress=progress)
     result = summarize(encoded, log_probs, ckpt.vocab.unknown_id, mode, bootstrap, seed)
     if as_json:
         echo_json({"model": str(model_path), "corpus": corpus, **result.to_dict()})
@@ -677,6 +806,13 @@ def compare(models, corpus, mode, samples, seed, as_json) -> None:
     data = [ckpt.config.data for _, ckpt in loaded]
     if (data[0].level, data[0].lowercase) != (data[1].level, data[1].lowercase):
         raise RnnlmError("the two models tokenize text differently: their scores do not compare")
+    words = [set(ckpt.vocab.words) for _, ckpt in loaded]
+    if words[0] != words[1]:
+        # A word one model knows is an unknown token to the other: different prediction tasks.
+        raise RnnlmError(
+            f"the two models have different vocabularies ({len(words[0])} and {len(words[1])} "
+            f"tokens, {len(words[0] ^ words[1])} in only one): their perplexities do not compare"
+        )
     for _, ckpt in loaded:
         refuse_bidirectional(ckpt, "report a perplexity")
     sentences = read_like_training(loaded[0][1], corpus)
@@ -777,7 +913,7 @@ def rescore(nbest, model_path, lm_weight, as_json) -> None:
 @user_errors
 def info(model_path, as_json) -> None:
     """Architecture, sizes, vocabulary, config, training progress and metrics of a model."""
-    from rnnlm.summary import describe
+    from rnnlm.summary import describe, shown
 
     d = describe(model_path)
     if as_json:
@@ -799,8 +935,9 @@ def info(model_path, as_json) -> None:
     if "step" in progress:
         click.echo(
             f"training: epoch {progress.get('epoch')}, step {progress['step']}, "
-            f"{progress.get('tokens_seen', 0):,} tokens, learning rate "
-            f"{progress.get('learning_rate')}, best loss {progress.get('best_loss')}"
+            f"{shown(progress.get('tokens_seen', 0), ',')} tokens, learning rate "
+            f"{shown(progress.get('learning_rate'), '.4g')}, "
+            f"best loss {shown(progress.get('best_loss'), '.4f')}"
         )
     m = d["metrics"]
     if m:
@@ -823,16 +960,23 @@ def info(model_path, as_json) -> None:
     show_default=True,
     help="PNG to write.",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @user_errors
-def plot(run, out) -> None:
+def plot(run, out, as_json) -> None:
     """Learning curves of RUN: a checkpoint, its NAME.metrics.jsonl, or a folder holding one."""
-    from rnnlm.summary import find_metrics, plot_curves, read_metrics
+    from rnnlm.summary import find_metrics, metrics_summary, plot_curves, read_metrics
 
     metrics = find_metrics(run)
     records = read_metrics(metrics)
     if not records:
         raise RnnlmError(f"{metrics} holds no evaluations yet")
     plot_curves(records, out, metrics.name)
+    if as_json:
+        echo_json(
+            {"out": str(out), "metrics": str(metrics), "points": len(records)}
+            | metrics_summary(records)
+        )
+        return
     click.echo(f"wrote {out} ({len(records)} evaluations)")
 
 
@@ -853,8 +997,11 @@ def plot(run, out) -> None:
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), default="model.npz", show_default=True
 )
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the new checkpoint's `rnnlm info --json`."
+)
 @user_errors
-def import_tutorial(npz, vocab_corpus, vocab_size, out) -> None:
+def import_tutorial(npz, vocab_corpus, vocab_size, out, as_json) -> None:
     """Turn a model saved by the original tutorial code into an rnnlm checkpoint.
 
     The vocabulary is rebuilt the tutorial's way: the most frequent vocab_size - 1 tokens
@@ -867,6 +1014,13 @@ def import_tutorial(npz, vocab_corpus, vocab_size, out) -> None:
     setup_logging(quiet=False)
     vocab = tutorial_vocabulary(vocab_corpus, vocab_size)
     checkpoint.save(out, convert(npz, vocab, corpus=vocab_corpus))
+    if as_json:
+        from rnnlm.summary import describe
+
+        summary = describe(out)
+        del summary["metrics"]  # a metrics file beside `out` would be another run's
+        echo_json(summary)
+        return
     click.echo(f"wrote {out}: tutorial RNN, vocabulary {len(vocab)}")
 
 
@@ -897,7 +1051,8 @@ def import_tutorial(npz, vocab_corpus, vocab_size, out) -> None:
 @click.option(
     "--gradcheck",
     is_flag=True,
-    help="Also check symbolic against finite-difference gradients on a few weights.",
+    help="Also check symbolic against finite-difference gradients on a few entries of each "
+    "parameter, drawn among those with a non-zero gradient.",
 )
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
@@ -946,6 +1101,10 @@ def diagnose(models, corpus, count, max_distance, out, gradcheck, seed, as_json)
         if result["dead_units_share"] is not None:
             click.echo(f"  dead ReLU units (never above 0): {result['dead_units_share']:.1%}")
         click.echo(f"  {result['note']}")
-        for name, error in result.get("gradcheck", {}).items():
-            click.echo(f"  gradcheck {name}: relative error {error:.2e}")
+        for name, check in result.get("gradcheck", {}).items():
+            click.echo(
+                f"  gradcheck {name}: relative error {check['relative_error']:.2e} over "
+                f"{check['entries']} entries (|gradient| {check['min_abs_gradient']:.3g} .. "
+                f"{check['max_abs_gradient']:.3g})"
+            )
     click.echo(f"wrote {out}")

@@ -36,6 +36,7 @@ class DataConfig:
     min_count: int = 1
     valid: str | None = None  # a validation corpus, read like the training one
     valid_fraction: float = 0.0  # else hold out this share of the training sentences
+    prepared: str | None = None  # a folder from `rnnlm prepare`: its shards replace corpus
 
     def __post_init__(self) -> None:
         _require(self.vocab_size >= 4, "data.vocab_size", "must be at least 4")
@@ -125,6 +126,7 @@ class TrainConfig:
     eval_every: int = 0  # steps between evaluations; 0 = once per epoch
     eval_sentences: int = 1000  # training sentences to measure on when there is no validation
     seed: int = 0
+    distributed: bool = False  # data-parallel over the ranks of an MPI launch (mpirun -n N)
 
     def __post_init__(self) -> None:
         _require(self.mode in ("sentence", "stream"), "train.mode", "sentence|stream")

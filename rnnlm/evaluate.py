@@ -10,8 +10,10 @@ sequence (SENTENCE_END then the next sentence's first word), carrying the state.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -20,14 +22,20 @@ from rnnlm.batches import length_batches, stream_batches, stream_ids
 BATCH_SIZE = 64
 STREAM_BPTT = 100
 
+# progress(tokens, nll): called after each batch with its predicted tokens and their summed NLL.
+Progress = Callable[[int, float], None]
+
 
 def sentence_log_probs(
     model,
     sentences: Sequence[np.ndarray],
     mode: str = "sentence",
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[np.ndarray]:
-    """For each encoded sentence, ln p of its predicted tokens (words, SENTENCE_END), float64."""
+    """For each encoded sentence, ln p of its predicted tokens (words, SENTENCE_END), float64.
+
+    `progress(tokens, nll)` hears about each batch as it is done.
+    """
     dtype = model.config.dtype
     if mode == "stream":
         # One column, so no token is dropped and each maps back to its sentence.
@@ -38,7 +46,7 @@ def sentence_log_probs(
             log_p, states = model.log_probs_and_states(x, y, mask, states)
             pieces.append(log_p[:, 0].astype(np.float64))
             if progress:
-                progress(int(mask.sum()))
+                progress(int(mask.sum()), -float(pieces[-1].sum()))
         flat = np.concatenate(pieces)
         ends = np.cumsum([len(s) - 1 for s in sentences])
         return np.split(flat, ends[:-1])
@@ -48,8 +56,44 @@ def sentence_log_probs(
         for column, index in enumerate(rows):
             result[index] = log_p[-(len(sentences[index]) - 1) :, column]
         if progress:
-            progress(int(mask.sum()))
+            progress(int(mask.sum()), -float(log_p.sum()))  # padding has log p = 0
     return result
+
+
+class TokenProgress:
+    """A tqdm bar counting predicted tokens (so its rate is tokens/s), with the running
+    perplexity in its postfix; a `Progress` callback. Drawn only when `show`."""
+
+    def __init__(self, total: int, show: bool) -> None:
+        from tqdm import tqdm
+
+        self.tokens, self.nll = 0, 0.0
+        self.bar = tqdm(
+            total=total,
+            unit="tok",
+            unit_scale=True,
+            disable=not show,
+            file=sys.stderr,
+            leave=False,
+            dynamic_ncols=True,
+        )
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(min(self.nll / self.tokens, 700)) if self.tokens else math.nan
+
+    def __call__(self, tokens: int, nll: float) -> None:
+        self.tokens += tokens
+        self.nll += nll
+        # Drawn with the next refresh: tqdm limits redraws to a few per second.
+        self.bar.set_postfix_str(f"ppl={self.perplexity:.2f}", refresh=False)
+        self.bar.update(tokens)
+
+    def __enter__(self) -> TokenProgress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.close()
 
 
 @dataclass
@@ -137,11 +181,21 @@ class Comparison:
     samples: int
 
     @property
+    def p_text(self) -> str:
+        """`p = 0.031`; when no resample went against the order, `p < 1/samples`."""
+        if self.p_value == 0:
+            return f"p < {1 / self.samples:.2g}"
+        return f"p = {self.p_value:.3f}"
+
+    @property
     def verdict(self) -> str:
         if self.p_value >= 0.05:
-            return f"no significant difference (p = {self.p_value:.3f})"
+            return f"no significant difference ({self.p_text})"
+        if 1 / self.samples > 0.05:
+            # Too few resamples to put p below 0.05, even when none of them disagrees.
+            return f"too few resamples for a verdict ({self.p_text}): use --samples 100 or more"
         better = "A" if self.perplexity_a < self.perplexity_b else "B"
-        return f"model {better} is better (p = {self.p_value:.3f})"
+        return f"model {better} is better ({self.p_text})"
 
     def to_dict(self) -> dict:
         return {**asdict(self), "verdict": self.verdict}

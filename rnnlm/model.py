@@ -107,6 +107,9 @@ def masked(step: Callable, n_states: int, probed: bool = False) -> Callable:
 class Model:
     """A compiled-on-demand RNN language model over shared parameters."""
 
+    # While a shard's graph is built: (offset, global columns), symbolic (see `_dropout`).
+    _shard: tuple | None = None
+
     def __init__(
         self,
         config: ModelConfig,
@@ -157,7 +160,14 @@ class Model:
         keep = 1.0 - self.config.dropout
         if not train or keep == 1.0:
             return h
-        draw = self.random.uniform(0.0, 1.0, size=h.shape)
+        if self._shard is None:
+            draw = self.random.uniform(0.0, 1.0, size=h.shape)
+        else:
+            # The global batch's mask, cut to this shard's columns: N workers drop exactly
+            # the units one worker would on the whole batch.
+            offset, columns = self._shard
+            draw = self.random.uniform(0.0, 1.0, size=(h.shape[0], columns, h.shape[2]))
+            draw = draw[:, offset : offset + h.shape[1]]
         return h * at.cast(draw < keep, self.config.dtype) / np.asarray(keep, self.config.dtype)
 
     def _stack(self, stack: str, ids, mask, initial: list, train: bool, probe=None):
@@ -311,6 +321,35 @@ class Model:
         )
         updates = updates_for(self.params, grads)
         return self._function([x, y, mask, *initial], [nll, mask.sum(), *finals], updates=updates)
+
+    def compile_gradient_sums(self) -> Callable[..., list[np.ndarray]]:
+        """(x, y, mask, offset, columns, *states) -> [*gradients of the summed NLL, summed NLL,
+        real tokens, *final states], updating nothing: one shard's part of a distributed step.
+
+        The batch is columns offset .. offset + B of a global batch of `columns`; dropout masks
+        are those of the global batch (see `_dropout`). Nothing is divided: shards add up.
+        """
+        x, y, mask, initial = self._inputs()
+        offset, columns = at.iscalar("offset"), at.iscalar("columns")
+        self._shard = (offset, columns)
+        try:
+            nll, finals = self._nll(x, y, mask, initial, train=True)
+        finally:
+            self._shard = None
+        grads = aesara.grad(nll, list(self.params.values()))
+        return self._function(
+            [x, y, mask, offset, columns, *initial],
+            [*grads, nll, mask.sum(), *finals],
+            on_unused_input="ignore",  # offset and columns matter only with dropout
+        )
+
+    def compile_apply_step(self, updates_for: UpdatesFn) -> Callable[..., list[np.ndarray]]:
+        """(*gradient sums in parameter order, divisor) -> [], updating params: the update of
+        `compile_train_step` from gradients summed over shards and the global batch size."""
+        sums = [var.type(f"sum/{name}") for name, var in self.params.items()]
+        divisor = at.scalar("divisor", dtype=self.config.dtype)
+        grads = {name: g / divisor for name, g in zip(self.params, sums, strict=True)}
+        return self._function([*sums, divisor], [], updates=updates_for(self.params, grads))
 
     # -- numpy-facing API -------------------------------------------------------------------
 

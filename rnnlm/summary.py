@@ -13,6 +13,18 @@ from rnnlm.model import param_shapes
 from rnnlm.train import metrics_path
 
 
+def numeric(value: Any) -> int | float | None:
+    """`value` if it is a number (not a bool), else None."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def shown(value: Any, spec: str) -> str:
+    """A number formatted by `spec`; anything else as it is (a model file may hold anything)."""
+    return str(value) if numeric(value) is None else format(value, spec)
+
+
 def describe(path: str | Path, words: int = 10) -> dict[str, Any]:
     """Architecture, sizes, vocabulary, config, progress and metrics of a checkpoint."""
     path = Path(path)
@@ -56,7 +68,11 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
             record = json.loads(line)
         except json.JSONDecodeError:
             raise RnnlmError(f"{path}: line {number} is not JSON") from None
-        if not isinstance(record, dict) or "step" not in record or "loss" not in record:
+        if not (
+            isinstance(record, dict)
+            and isinstance(record.get("step"), int)
+            and numeric(record.get("loss")) is not None
+        ):
             raise RnnlmError(f"{path}: line {number} is not an evaluation record")
         records.append(record)
     return records
@@ -71,7 +87,7 @@ def metrics_summary(records: list[dict[str, Any]]) -> dict[str, Any] | None:
         "first_loss": records[0]["loss"],
         "last_loss": records[-1]["loss"],
         "best_loss": best["loss"],
-        "best_perplexity": math.exp(best["loss"]),
+        "best_perplexity": math.exp(min(best["loss"], 700)),
         "best_step": best["step"],
         "tokens_seen": records[-1].get("tokens_seen"),
         "wall_s": records[-1].get("wall_s"),
@@ -102,26 +118,39 @@ def plot_curves(records: list[dict[str, Any]], out: str | Path, title: str) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tokens = [r.get("tokens_seen", r["step"]) for r in records]
+    # Older records, or hand-made ones, may lack the token count: the step stands in.
+    tokens = [
+        r["step"] if numeric(r.get("tokens_seen")) is None else r["tokens_seen"] for r in records
+    ]
     figure, (top, bottom) = plt.subplots(
         2, 1, figsize=(8, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
     trained = [
-        (t, math.exp(r["train_loss"]))
+        (t, math.exp(min(r["train_loss"], 700)))
         for t, r in zip(tokens, records, strict=True)
-        if r.get("train_loss") is not None
+        if numeric(r.get("train_loss")) is not None
     ]
     if trained:
         top.plot(*zip(*trained, strict=True), marker=".", label="train (running)")
+    measured_on = {"valid": "validation", "train-sample": "evaluation (training sample)"}
     top.plot(
-        tokens, [math.exp(min(r["loss"], 700)) for r in records], marker="o", label="evaluation"
+        tokens,
+        [math.exp(min(r["loss"], 700)) for r in records],
+        marker="o",
+        label=measured_on.get(records[-1].get("eval_set"), "evaluation"),
     )
     top.set_yscale("log")
     top.set_ylabel("perplexity")
     top.set_title(title)
     top.grid(True, which="both", alpha=0.3)
     top.legend()
-    bottom.plot(tokens, [r["learning_rate"] for r in records], color="gray")
+    rates = [
+        (t, r["learning_rate"])
+        for t, r in zip(tokens, records, strict=True)
+        if numeric(r.get("learning_rate")) is not None
+    ]
+    if rates:
+        bottom.plot(*zip(*rates, strict=True), color="gray")
     bottom.set_ylabel("learning rate")
     bottom.set_xlabel("tokens seen")
     bottom.grid(True, alpha=0.3)

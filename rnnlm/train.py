@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from rnnlm import checkpoint
 from rnnlm.batches import stream, stream_batches, training_batches
 from rnnlm.config import Config
 from rnnlm.corpus import Corpus, load_corpus
+from rnnlm.distributed import Comm, LocalComm, train_step
 from rnnlm.errors import RnnlmError
 from rnnlm.evaluate import sentence_log_probs
 from rnnlm.vocab import Vocabulary, build_vocabulary, count_tokens
@@ -38,18 +39,22 @@ MAX_ROLLBACKS = 3  # non-finite losses in a row before training gives up
 
 @dataclass
 class Prepared:
-    corpus: Corpus
+    corpus: Corpus  # from a prepared folder: its source only, the sentences stay on disk
     vocab: Vocabulary
-    sentences: list[np.ndarray]  # encoded training sentences, both markers included
-    valid: list[np.ndarray] = field(default_factory=list)  # empty: no validation set
+    # Encoded training sentences, both markers included: a list, or memory-mapped shards.
+    sentences: Sequence[np.ndarray]
+    valid: Sequence[np.ndarray] = field(default_factory=list)  # empty: no validation set
 
 
 def prepare_data(config: Config, vocab: Vocabulary | None = None) -> Prepared:
     """Read and tokenize, build the vocabulary (unless given), encode, split off validation.
 
     Logs what the tutorial prints: sentences parsed, unique tokens, the rarest word kept.
+    With `data.prepared`, the sentences and vocabulary come from that folder instead.
     """
     data = config.data
+    if data.prepared:
+        return _prepared_data(config, vocab)
 
     def read(path: str | None) -> Corpus:
         return load_corpus(
@@ -66,15 +71,9 @@ def prepare_data(config: Config, vocab: Vocabulary | None = None) -> Prepared:
     if data.valid:
         valid_tokens = read(data.valid).sentences
     elif data.valid_fraction:
-        held_out = int(len(sentences) * data.valid_fraction)
-        if held_out < 1 or held_out >= len(sentences):
-            raise RnnlmError(
-                f"valid_fraction {data.valid_fraction} leaves no validation or no training "
-                f"sentences out of {len(sentences)}"
-            )
-        order = np.random.default_rng(config.train.seed).permutation(len(sentences))
-        valid_tokens = [sentences[i] for i in order[:held_out]]
-        sentences = [sentences[i] for i in order[held_out:]]
+        valid_order, train_order = hold_out(len(sentences), data.valid_fraction, config.train.seed)
+        valid_tokens = [sentences[i] for i in valid_order]
+        sentences = [sentences[i] for i in train_order]
     if vocab is None:
         counts = count_tokens(sentences)
         vocab = build_vocabulary(counts, data.vocab_size, data.min_count, data.unknown)
@@ -100,6 +99,59 @@ def prepare_data(config: Config, vocab: Vocabulary | None = None) -> Prepared:
     )
 
 
+def hold_out(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the validation and the training sentences: a seeded shuffle, then a cut."""
+    held_out = int(count * fraction)
+    if held_out < 1 or held_out >= count:
+        raise RnnlmError(
+            f"valid_fraction {fraction} leaves no validation or no training sentences "
+            f"out of {count}"
+        )
+    order = np.random.default_rng(seed).permutation(count)
+    return order[:held_out], order[held_out:]
+
+
+def _prepared_data(config: Config, vocab: Vocabulary | None) -> Prepared:
+    """Sentences memory-mapped from a `rnnlm prepare` folder, with its stored vocabulary.
+
+    Its vocabulary counts every sentence in the folder, held-out ones too (it was built
+    before any split); a --valid file is read the way the folder's corpus was.
+    """
+    from rnnlm.shards import Subset, open_prepared
+
+    stored = open_prepared(config.data.prepared)
+    if vocab is not None and vocab != stored.vocab:
+        raise RnnlmError(
+            f"{stored.folder}: its vocabulary differs from the checkpoint's; the folder was "
+            "prepared again since that run started"
+        )
+    sentences: Sequence[np.ndarray] = stored.sentences
+    valid: Sequence[np.ndarray] = []
+    data = config.data
+    if data.valid:
+        corpus = load_corpus(
+            data.valid,
+            format=stored.data.format,
+            column=stored.data.column,
+            lowercase=stored.data.lowercase,
+            level=stored.data.level,
+        )
+        valid = [stored.vocab.encode(tokens) for tokens in corpus.sentences]
+    elif data.valid_fraction:
+        valid_order, train_order = hold_out(len(sentences), data.valid_fraction, config.train.seed)
+        valid, sentences = Subset(sentences, valid_order), Subset(sentences, train_order)
+    log.info(
+        "Prepared data %s: %d sentences, %d tokens, vocabulary %d.",
+        stored.folder,
+        len(stored.sentences),
+        stored.num_tokens,
+        len(stored.vocab),
+    )
+    if valid:
+        log.info("Validation: %d sentences.", len(valid))
+    return Prepared(Corpus(str(stored.folder), []), stored.vocab, sentences, valid)
+
+
 def evaluate(model: Any, sentences: list[np.ndarray], mode: str) -> float:
     """Cross-entropy per predicted token, in nats, without dropout."""
     log_probs = sentence_log_probs(model, sentences, mode)
@@ -108,7 +160,10 @@ def evaluate(model: Any, sentences: list[np.ndarray], mode: str) -> float:
 
 @contextlib.contextmanager
 def interrupt_flag() -> Iterator[threading.Event]:
-    """Turn Ctrl-C into a flag the loop checks between steps, so no step is cut in half."""
+    """Turn Ctrl-C into a flag the loop checks between steps, so no step is cut in half.
+
+    SIGUSR1 does the same: mpirun forwards it to every rank, while its Ctrl-C kills them.
+    """
     flag = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -119,11 +174,22 @@ def interrupt_flag() -> Iterator[threading.Event]:
             raise KeyboardInterrupt
         flag.set()
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGUSR1)}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, action in previous.items():
+            signal.signal(sig, action)
+
+
+def _logs_above_the_bar() -> contextlib.AbstractContextManager:
+    """Log lines go above the progress bar instead of onto its line."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    # The command line gives the "rnnlm" logger its own stderr handler; a library user's
+    # console handler sits on the root logger.
+    logger = logging.getLogger("rnnlm")
+    return logging_redirect_tqdm([logger if logger.handlers else logging.root])
 
 
 def metrics_path(out: Path) -> Path:
@@ -148,6 +214,7 @@ class Trainer:
         mode: str | None = None,
         show_progress: bool = False,
         resume: checkpoint.Checkpoint | None = None,
+        comm: Comm | None = None,
     ) -> None:
         import aesara
 
@@ -163,7 +230,10 @@ class Trainer:
         self.config, self.prepared, self.out = config, prepared, Path(out)
         if not self.out.parent.is_dir():
             raise RnnlmError(f"output folder does not exist: {self.out.parent}")
-        self.show_progress = show_progress
+        # Data-parallel ranks (see rnnlm.distributed): all train, only rank 0 writes.
+        self.comm = comm if comm is not None else LocalComm()
+        self.is_main = self.comm.rank == 0
+        self.show_progress = show_progress and self.is_main
         self.model = Model(config.model, seed=tc.seed, mode=mode)
         dtype = config.model.dtype
         self.learning_rate = aesara.shared(np.asarray(tc.learning_rate, dtype=dtype), name="lr")
@@ -174,7 +244,7 @@ class Trainer:
             return result
 
         started = time.perf_counter()
-        self.train_step = self.model.compile_train_step(updates)
+        self.train_step = train_step(self.model, updates, self.comm)
         log.info(
             "Model: %s, %d layer(s) of %d%s, vocabulary %d, %d parameters; compiled in %.1f s.",
             config.model.cell,
@@ -207,6 +277,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         if resume is not None:
             self._restore(resume)
+        self._share_weights()
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -234,6 +305,24 @@ class Trainer:
             if value.shape != var.get_value(borrow=True).shape:
                 raise RnnlmError(f"optimizer state {name} has the wrong shape {value.shape}")
             var.set_value(value.astype(var.dtype))
+
+    def _save(self, path: Path) -> None:
+        """Rank 0 writes; the other ranks hold the same state (and read it back from there)."""
+        if self.is_main:
+            checkpoint.save(path, self._checkpoint())
+
+    def _share_weights(self) -> None:
+        """Rank 0's parameters and optimizer state on every rank, bit for bit."""
+        for var in [*self.model.params.values(), *self.optimizer_state.values()]:
+            value = var.get_value()
+            self.comm.broadcast(value)
+            var.set_value(value)
+
+    def _anyone(self, flag: bool) -> bool:
+        """Whether any rank's flag is up: all ranks stop at the same step, or none does."""
+        votes = np.array([float(flag)])
+        self.comm.allreduce_sum(votes)
+        return bool(votes[0])
 
     def _restore(self, ckpt: checkpoint.Checkpoint) -> None:
         self._load_weights(ckpt)
@@ -263,7 +352,11 @@ class Trainer:
     # -- evaluation and schedule ------------------------------------------------------------
 
     def _evaluate(self) -> float:
-        return evaluate(self.model, self.eval_set, self.config.train.mode)
+        # Rank 0's weights and loss everywhere, so every rank takes the same schedule decision.
+        self._share_weights()
+        loss = np.array([evaluate(self.model, self.eval_set, self.config.train.mode)])
+        self.comm.broadcast(loss)
+        return float(loss[0])
 
     def _after_evaluation(self, loss: float, train_loss: float | None, elapsed: float) -> bool:
         """Apply the schedule; returns True when early stopping says stop."""
@@ -272,16 +365,22 @@ class Trainer:
             "step": p["step"],
             "epoch": round(p["epoch"] + p["batch"] / max(self.epoch_batches, 1), 3),
             "tokens_seen": p["tokens_seen"],
-            "learning_rate": float(self.learning_rate.get_value()),
-            "train_loss": train_loss,
+            # float(np.float32(0.005)) is 0.004999999888241291: keep the digits that mean something.
+            "learning_rate": float(f"{float(self.learning_rate.get_value()):.6g}"),
+            "train_loss": train_loss,  # running mean over the steps since the last evaluation
+            "train_perplexity": math.exp(min(train_loss, 700)) if train_loss is not None else None,
+            # `loss` and `perplexity` were measured on the validation data, or without any on
+            # a fixed sample of --eval-sentences training sentences.
+            "eval_set": "valid" if self.prepared.valid else "train-sample",
             "loss": loss,
             "perplexity": math.exp(min(loss, 700)),
             "tokens_per_s": p["tokens_seen"] / elapsed if elapsed else None,
             "wall_s": elapsed,
         }
         self.history.append(record)
-        with metrics_path(self.out).open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.is_main:
+            with metrics_path(self.out).open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
         what = "valid" if self.prepared.valid else "eval"
         running = (
             f"  train {train_loss:.4f} (ppl {math.exp(min(train_loss, 700)):.1f})"
@@ -304,7 +403,7 @@ class Trainer:
         best = p["best_loss"]
         if best is None or loss < best:
             p["best_loss"], p["bad_evals"] = loss, 0
-            checkpoint.save(best_path(self.out), self._checkpoint())
+            self._save(best_path(self.out))
             return False
         p["bad_evals"] += 1
         if tc.halve_on_rise:
@@ -357,7 +456,7 @@ class Trainer:
             self.learning_rate.get_value(),
         )
         if self.rollbacks >= MAX_ROLLBACKS:
-            checkpoint.save(self.out, self._checkpoint())  # the good weights, just restored
+            self._save(self.out)  # the good weights, just restored
             raise RnnlmError(
                 f"the loss was {loss} after {MAX_ROLLBACKS} rollbacks in a row (learning rate now "
                 f"{self.learning_rate.get_value():g}): training stopped, {self.out} holds the "
@@ -383,6 +482,7 @@ class Trainer:
         eval_every = tc.eval_every or self.epoch_batches
         run_loss, run_tokens = 0.0, 0.0
         stopped = interrupted = False
+        bar_started, bar_tokens = time.perf_counter(), p["tokens_seen"]
         with (
             interrupt_flag() as interrupt,
             tqdm(
@@ -390,14 +490,17 @@ class Trainer:
                 initial=p["epoch"] * self.epoch_batches + p["batch"],
                 disable=not self.show_progress,
                 file=sys.stderr,
-                unit="batch",
+                # Batches give the ETA; the speed that means something, tokens/s, is a postfix.
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} batches "
+                "[{elapsed}<{remaining}{postfix}]",
                 dynamic_ncols=True,
                 leave=False,
             ) as bar,
+            _logs_above_the_bar() if self.show_progress else contextlib.nullcontext(),
         ):
             if p["best_loss"] is None and p["step"] == 0:
                 self._after_evaluation(self._evaluate(), None, 0.0)  # saves the best model
-            interrupted = interrupt.is_set()
+            interrupted = self._anyone(interrupt.is_set())
             while p["epoch"] < tc.epochs and not (stopped or interrupted):
                 batches = self._batches(p["epoch"])
                 for x, y, mask in batches[p["batch"] :]:
@@ -408,8 +511,15 @@ class Trainer:
                         run_loss += trained[0]
                         run_tokens += trained[1]
                         if p["step"] % 20 == 0:
-                            ppl = math.exp(min(run_loss / run_tokens, 700))
-                            bar.set_postfix(ppl=f"{ppl:.1f}", refresh=False)
+                            mean = run_loss / run_tokens
+                            speed = (p["tokens_seen"] - bar_tokens) / (
+                                time.perf_counter() - bar_started
+                            )
+                            bar.set_postfix_str(
+                                f"loss={mean:.4f}, ppl={math.exp(min(mean, 700)):.1f}, "
+                                f"tok/s={speed:.0f}",
+                                refresh=False,
+                            )
                     if p["batch"] == len(batches):
                         self._end_of_epoch()
                     if trained is not None and p["step"] % eval_every == 0:
@@ -418,9 +528,8 @@ class Trainer:
                             self._evaluate(), run_loss / run_tokens, p["wall_s"]
                         )
                         run_loss, run_tokens = 0.0, 0.0
-                        checkpoint.save(self.out, self._checkpoint())
-                    if interrupt.is_set():
-                        interrupted = True
+                        self._save(self.out)
+                    interrupted = self._anyone(interrupt.is_set())
                     if stopped or interrupted:
                         break
         p["wall_s"] = time.perf_counter() - started
@@ -429,7 +538,7 @@ class Trainer:
         elif self.history[-1]["step"] != p["step"] and run_tokens:
             # Steps since the last evaluation: measure the weights that are about to be saved.
             self._after_evaluation(self._evaluate(), run_loss / run_tokens, p["wall_s"])
-        checkpoint.save(self.out, self._checkpoint())
+        self._save(self.out)
         return {
             "model": str(self.out),
             "best_model": str(best_path(self.out)),

@@ -821,6 +821,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="N,N",
         help="thread counts for rows 3, 4 and 6 (default 1,2)",
     )
+    parser.add_argument("--plot", type=Path, metavar="PNG", help="also draw tokens/s per contender")
     parser.add_argument("--worker", choices=("ptb", "compile"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -848,6 +849,36 @@ def main(argv: list[str] | None = None) -> None:
     print(render(results, args.threads, args.quick))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if args.plot:
+        plot(results, args.threads, args.plot)
+
+
+def plot(results: dict[str, Any], threads: list[int], path: Path) -> None:
+    """Training tokens/s of every contender, on a log scale (the tutorial is far behind)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = [
+        ("tutorial: tanh RNN, per-sentence SGD, float64", results.get("tutorial_tok_s")),
+        ("rnnlm: same model, batches of 32, float32", results.get("rnnlm_same_model_tok_s")),
+    ]
+    for n in threads:
+        for who, key in (("rnnlm", "rnnlm_ptb_tok_s"), ("PyTorch", "pytorch_ptb_tok_s")):
+            bars.append((f"{who}: PTB-small LSTM, {n} thread(s)", results[key].get(str(n))))
+    bars = [(label, value) for label, value in bars if value]
+    figure, axes = plt.subplots(figsize=(8, 0.5 * len(bars) + 1.2))
+    axes.barh([label for label, _ in bars][::-1], [value for _, value in bars][::-1])
+    for i, (_, value) in enumerate(bars[::-1]):
+        axes.text(value, i, f" {value:,.0f}", va="center")
+    axes.set_xscale("log")
+    axes.set_xlabel("training tokens/s (log scale)")
+    axes.set_title(
+        f"scripts/bench.py, {time.strftime('%Y-%m-%d')}, {results['machine']['cpu']}"[:90]
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":

@@ -516,3 +516,131 @@ def test_character_level_model_trains_samples_and_scores(corpus, tmp_path):
     scored = json.loads(run("score", "--model", out, "the cat", "--json").stdout)
     tokens = [t["token"] for t in scored["sentences"][0]["tokens"]]
     assert tokens == [*"the cat", vocab.end]
+
+
+# -- progress bars, help text, compare ---------------------------------------------------------
+
+# One child process, three commands, stderr on a pseudo-terminal (so the bars are drawn).
+ON_A_TERMINAL = """
+import sys
+from rnnlm.cli import main
+for args in sys.argv[1:]:
+    main(args.split("\\t"), standalone_mode=False)
+"""
+
+
+def run_on_a_terminal(*commands, cwd):
+    """stderr of `commands` (each a list of arguments), run on a pty 120 columns wide."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    args = ["\t".join(map(str, command)) for command in commands]
+    # Every update drawn, so that a short run shows what a long one would.
+    env = {**os.environ, "TQDM_MININTERVAL": "0"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", ON_A_TERMINAL, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    )
+    os.close(follower)
+    chunks = []
+    try:
+        while True:  # read as it comes: a full pty buffer would block the child
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+        process.wait(timeout=60)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    assert process.returncode == 0, text[-3000:]
+    return text
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs a pty")
+def test_progress_bars_on_a_terminal_show_speed_and_perplexity_under_the_log(corpus, tmp_path):
+    import re
+
+    out = tmp_path / "bar.npz"
+    lines = tmp_path / "lines.txt"
+    lines.write_text("\n".join(SENTENCES[:6]) + "\n")
+    train = ["train", "--corpus", corpus, "--vocab-size", 30, "--hidden-size", 4, "--epochs", 8]
+    stderr = run_on_a_terminal(
+        [*train, "--eval-every", 100, "--out", out],
+        ["eval", "--model", out, "--corpus", corpus],
+        ["score", "--model", out, "--file", lines],
+        cwd=tmp_path,
+    )
+    renders = re.split(r"[\r\n]", stderr)
+    training = [r for r in renders if " batches [" in r]
+    assert any(re.search(r"loss=\d+\.\d{4}, ppl=\d+\.\d, tok/s=\d+\]", r) for r in training)
+    assert "batch/s" not in stderr and "it/s" not in stderr
+    # eval's bar, then score's: tokens/s and the running perplexity.
+    assert len([r for r in renders if re.search(r"tok/s, ppl=\d+\.\d\d\]", r)]) >= 2
+    # Each evaluation's log line starts a line of its own, above the bar, not after it.
+    logged = [m.start() for m in re.finditer(r"step \d+  epoch ", stderr)]
+    assert len(logged) >= 4
+    assert all(stderr[start - 1] in "\r\n" for start in logged), stderr[-2000:]
+
+
+def test_score_quiet_is_accepted_and_no_bar_is_drawn_off_a_terminal(model, tmp_path):
+    path = tmp_path / "sentences.txt"
+    path.write_text("the cat sees the river .\na bird likes a red ball .\n", encoding="utf-8")
+    loud = run("score", "--model", model, "--file", path)
+    quiet = run("score", "--model", model, "--file", path, "--quiet")
+    assert_ok(loud)
+    assert_ok(quiet)
+    assert quiet.stdout == loud.stdout and "corpus perplexity" in quiet.stdout
+    assert loud.stderr == quiet.stderr == ""  # CliRunner's stderr is not a terminal
+
+
+def test_eval_help_shows_a_plain_percent_sign():
+    result = run("eval", "--help")
+    assert_ok(result)
+    assert "95 % interval" in " ".join(result.stdout.split()) and "%%" not in result.stdout
+
+
+def copy_of(model, path, vocab=None, params=None):
+    """The checkpoint `model` with another vocabulary or other weights."""
+    ckpt = checkpoint.load(model)
+    changed = checkpoint.Checkpoint(
+        ckpt.config, vocab or ckpt.vocab, params or ckpt.params, ckpt.progress
+    )
+    checkpoint.save(path, changed)
+    return path
+
+
+def test_compare_refuses_models_with_different_vocabularies(model, vocab, corpus, tmp_path):
+    from rnnlm.vocab import Vocabulary
+
+    words = [("zebra" if word == "river" else word) for word in vocab.words]
+    other = copy_of(model, tmp_path / "other.npz", vocab=Vocabulary(words, vocab.counts))
+    result = run("compare", "--model", model, "--model", other, "--corpus", corpus)
+    assert_one_line_error(result, "different vocabularies", "2 in only one")
+
+
+def test_compare_without_a_contrary_resample_prints_p_below_one_in_n(model, corpus, tmp_path):
+    from rnnlm.evaluate import Comparison
+
+    params = checkpoint.load(model).params
+    uniform = {name: np.zeros_like(value) if name.startswith("out/") else value
+               for name, value in params.items()}  # fmt: skip
+    flat = copy_of(model, tmp_path / "flat.npz", params=uniform)  # every word equally likely
+    result = run("compare", "--model", model, "--model", flat, "--corpus", corpus, "--samples", 200)
+    assert_ok(result)
+    assert result.stdout.splitlines()[-1] == "model A is better (p < 0.005)"
+    # Too few resamples to reach p < 0.05 even when none goes against the order.
+    assert Comparison(10.0, 12.0, (1.0, 3.0), 0.0, 10).verdict.startswith(
+        "too few resamples for a verdict (p < 0.1)"
+    )
+    assert Comparison(10.0, 12.0, (1.0, 3.0), 0.02, 100).verdict == "model A is better (p = 0.020)"

@@ -1,14 +1,18 @@
-"""Sampling and scoring, held against the model's own scan and one-step functions."""
+"""Sampling and scoring, held against the model's own scan and one-step functions; `rnnlm
+sample`'s --prompt, --greedy and --top-k through the command line."""
 
 import contextlib
 import math
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
-from rnnlm.config import ModelConfig
+from rnnlm import checkpoint
+from rnnlm.cli import main
+from rnnlm.config import Config, DataConfig, ModelConfig
 from rnnlm.errors import RnnlmError
-from rnnlm.evaluate import BATCH_SIZE
+from rnnlm.evaluate import BATCH_SIZE, TokenProgress
 from rnnlm.generate import corpus_perplexity, sample, score
 from rnnlm.model import Model
 from rnnlm.vocab import build_vocabulary, count_tokens
@@ -131,6 +135,44 @@ def test_a_prompt_opens_every_sentence(model, vocab):
         assert sentence[:2] == list(prompt)
 
 
+# -- sampling through the command line --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved(model, vocab, tmp_path_factory):
+    """The module's model as a checkpoint (saved before any test rigs its weights)."""
+    path = tmp_path_factory.mktemp("generate") / "m.npz"
+    config = Config(data=DataConfig(vocab_size=len(vocab)), model=model.config)
+    checkpoint.save(path, checkpoint.Checkpoint(config, vocab, model.params.values_dict()))
+    return path
+
+
+def sample_cli(saved, *args):
+    result = CliRunner().invoke(main, ["sample", "--model", str(saved), *map(str, args)])
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+@pytest.fixture(scope="module")
+def greedy(saved):
+    return sample_cli(saved, "-n", 3, "--greedy", "--seed", 1)
+
+
+def test_sample_command_prompt_opens_every_sentence(saved):
+    lines = sample_cli(saved, "-n", 6, "--prompt", "The  dog", "--seed", 0)
+    assert len(lines) == 6
+    assert all(line.split()[:2] == ["the", "dog"] for line in lines), lines  # lowercased
+
+
+def test_sample_command_greedy_ignores_the_seed(saved, greedy):
+    assert len(greedy) == 3 and len(set(greedy)) == 1  # every sentence the same
+    assert sample_cli(saved, "-n", 3, "--greedy", "--seed", 2) == greedy
+
+
+def test_sample_command_top_k_1_is_greedy(saved, greedy):
+    assert sample_cli(saved, "-n", 3, "--top-k", 1, "--seed", 3) == greedy
+
+
 # -- scoring ----------------------------------------------------------------------------------
 
 
@@ -210,3 +252,15 @@ def test_corpus_perplexity_is_exp_of_the_mean_token_nll(model, vocab):
 def test_score_rejects_a_sentence_without_words(model, vocab):
     with pytest.raises(RnnlmError, match="no words"):
         score(model, vocab, ["the cat", "  "], [["the", "cat"], []])
+
+
+@pytest.mark.parametrize("mode", ["sentence", "stream"])
+def test_score_progress_hears_every_token_and_the_running_perplexity(model, vocab, mode):
+    texts = [TEXTS[i % len(TEXTS)] for i in range(BATCH_SIZE + 5)]  # two batches
+    tokens = [text.split() for text in texts]
+    total = sum(len(t) + 1 for t in tokens)
+    with TokenProgress(total, show=False) as progress:
+        results = score(model, vocab, texts, tokens, mode, progress=progress)
+    assert progress.tokens == total
+    assert progress.perplexity == pytest.approx(corpus_perplexity(results), rel=1e-9)
+    assert progress.bar.postfix == f"ppl={progress.perplexity:.2f}"

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from rnnlm import checkpoint
 from rnnlm.cli import main
 from rnnlm.config import Config, DataConfig, ModelConfig, TrainConfig
+from rnnlm.legacy import tutorial_vocabulary
 from rnnlm.model import init_params
 from rnnlm.vocab import build_vocabulary, count_tokens
 
@@ -229,12 +230,19 @@ def test_the_refusals_work(no_network):
 
 
 def test_no_command_touches_the_network(no_network, tmp_path):
-    """CSV and prose go through Punkt, the word level through nltk's tokenizer: all offline."""
+    """CSV and prose go through Punkt, the word level through nltk's tokenizer: all offline.
+    Every command runs here; each of its outputs is checked elsewhere."""
     csv_corpus = tmp_path / "posts.csv"
     rows = [f'"{a} {b}","x"' for a, b in zip(SENTENCES, reversed(SENTENCES), strict=True)]
     csv_corpus.write_text("body,other\n" + "\n".join(rows) + "\n", encoding="utf-8")
     prose = tmp_path / "prose.txt"
     prose.write_text(" ".join(SENTENCES) + "\n", encoding="utf-8")
+    nbest = tmp_path / "nbest.txt"
+    nbest.write_text("0 ||| the cat sees the river . ||| -1.5\n0 ||| a cat . ||| -2\n")
+    tutorial = tmp_path / "tutorial.npz"
+    words = len(tutorial_vocabulary(csv_corpus, 20))
+    shapes = {"U": (3, words), "V": (words, 3), "W": (3, 3)}
+    np.savez(tutorial, **{name: np.full(shape, 0.1, np.float32) for name, shape in shapes.items()})
     out = tmp_path / "m.npz"
     train = ["train", "--corpus", csv_corpus, "--vocab-size", 20, "--hidden-size", 4]
     assert_ok(run(*train, "--epochs", 1, "--out", out))
@@ -243,6 +251,16 @@ def test_no_command_touches_the_network(no_network, tmp_path):
     assert_ok(run("eval", "--model", out, "--corpus", csv_corpus))
     assert_ok(run("eval", "--model", out, "--corpus", prose, "--format", "prose"))
     assert_ok(run("info", "--model", out))
+    assert_ok(run("fill", "--model", out, "the cat ___ the river ."))  # left to right: allowed
+    assert_ok(run("compare", "--model", out, "--model", out, "--corpus", csv_corpus))
+    assert_ok(run("rescore", "--model", out, "--nbest", nbest))
+    diagnose = ["diagnose", "--model", out, "--corpus", csv_corpus, "--max-distance", 3]
+    assert_ok(run(*diagnose, "--out", tmp_path / "g.png"))
+    assert_ok(run("plot", out, "--out", tmp_path / "curves.png"))
+    imported = tmp_path / "imported.npz"
+    vocab = ["--vocab-corpus", csv_corpus, "--vocab-size", 20]
+    assert_ok(run("import-tutorial", "--npz", tutorial, *vocab, "--out", imported))
+    assert_ok(run("score", "--model", imported, "the cat sees the river ."))
     assert no_network == []
 
 
@@ -456,7 +474,7 @@ def test_the_good_model_file_is_accepted(good):
     assert_ok(run("info", "--model", good))
 
 
-# -- known bugs, pinned -----------------------------------------------------------------------
+# -- regressions: model files that once hung or crashed a command ----------------------------
 
 
 class TookTooLong(Exception):
