@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from rnnlm.errors import RnnlmError
-from rnnlm.evaluate import sentence_log_probs
+from rnnlm.evaluate import Progress, sentence_log_probs
 from rnnlm.model import Model
 from rnnlm.vocab import Vocabulary
 
@@ -129,7 +129,7 @@ def score(
     texts: Sequence[str],
     sentences: Sequence[Sequence[str]],
     mode: str = "sentence",
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[SentenceScore]:
     """Score tokenized sentences (without markers): each alone, or in stream mode as one text."""
     for text, tokens in zip(texts, sentences, strict=True):
