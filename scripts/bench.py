@@ -874,9 +874,8 @@ def plot(results: dict[str, Any], threads: list[int], path: Path) -> None:
         axes.text(value, i, f" {value:,.0f}", va="center")
     axes.set_xscale("log")
     axes.set_xlabel("training tokens/s (log scale)")
-    axes.set_title(
-        f"scripts/bench.py, {time.strftime('%Y-%m-%d')}, {results['machine']['cpu']}"[:90]
-    )
+    machine = results["machine"]
+    axes.set_title(f"scripts/bench.py, {machine['date'][:10]}, {machine['cores']} cores")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
 
