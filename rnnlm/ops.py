@@ -50,10 +50,23 @@ def _math(dtype: str) -> tuple[str, str]:
     return ("expf", "logf") if dtype == "float32" else ("exp", "log")
 
 
-class SoftmaxNLL(COp):
-    """(logits (N, V), b (V,), y (N,)) -> (nll (N,), softmax(logits + b) (N, V))."""
+class _OpenMPOp(COp):
+    """What both ops share: no parameters, and the same compiler flags and libraries."""
 
     __props__ = ()
+
+    def c_compile_args(self, **kwargs):
+        return _COMPILE_ARGS
+
+    def c_libraries(self, **kwargs):
+        return _LIBRARIES
+
+    def c_code_cache_version(self):
+        return (2,)
+
+
+class SoftmaxNLL(_OpenMPOp):
+    """(logits (N, V), b (V,), y (N,)) -> (nll (N,), softmax(logits + b) (N, V))."""
 
     def make_node(self, logits, b, y):
         logits, y = _check(logits, y)
@@ -90,20 +103,11 @@ class SoftmaxNLL(COp):
     def connection_pattern(self, node):
         return [[True, True], [True, True], [False, False]]
 
-    def c_compile_args(self, **kwargs):
-        return _COMPILE_ARGS
-
-    def c_libraries(self, **kwargs):
-        return _LIBRARIES
-
     def c_headers(self, **kwargs):
         return ["<math.h>", "<string.h>"]
 
     def c_support_code(self, **kwargs):
         return _SIMD_EXP
-
-    def c_code_cache_version(self):
-        return (2,)
 
     def c_code(self, node, name, inputs, outputs, sub):
         logits, b, y = inputs
@@ -174,11 +178,9 @@ class SoftmaxNLL(COp):
         """
 
 
-class SoftmaxNLLGrad(COp):
+class SoftmaxNLLGrad(_OpenMPOp):
     """(g (N,), probs (N, V), y (N,)) -> d = g_i * (probs_i - onehot(y_i)) (N, V), and the
     column sums of d (V,): the bias gradient, summed in float64 per thread."""
-
-    __props__ = ()
 
     def make_node(self, g, probs, y):
         probs, y = _check(probs, y)
@@ -192,17 +194,8 @@ class SoftmaxNLLGrad(COp):
         outputs[0][0] = out.astype(probs.dtype)
         outputs[1][0] = out.sum(axis=0, dtype=np.float64).astype(probs.dtype)
 
-    def c_compile_args(self, **kwargs):
-        return _COMPILE_ARGS
-
-    def c_libraries(self, **kwargs):
-        return _LIBRARIES
-
     def c_headers(self, **kwargs):
         return ["<omp.h>", "<stdlib.h>"]
-
-    def c_code_cache_version(self):
-        return (2,)
 
     def c_code(self, node, name, inputs, outputs, sub):
         g, probs, y = inputs
