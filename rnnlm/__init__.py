@@ -1,10 +1,11 @@
-"""rnnlm: recurrent neural network language models as Aesara graphs.
+"""rnnlm: recurrent neural network language models as Aesara (Theano) graphs.
 
-Importing the package configures Aesara (see `rnnlm.backend`) before anything imports it.
+Importing the package sets the tensor library's flags (see `rnnlm.flags`) before anything
+imports it; `rnnlm.backend` is where the library itself is imported.
 """
 
-from rnnlm.backend import configure_aesara
+from rnnlm.flags import configure
 
 __version__ = "0.1.0"
 
-configure_aesara()
+configure()

@@ -13,15 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aesara.tensor as at
-from aesara.tensor.math import sigmoid
-
+from rnnlm.backend import sigmoid
+from rnnlm.backend import tensor as tt
 from rnnlm.config import ModelConfig
 
 
 def hard_sigmoid(x):
     # Theano's piecewise-linear sigmoid, which the tutorial's GRU used for speed.
-    return at.clip(0.2 * x + 0.5, 0, 1)
+    return tt.clip(0.2 * x + 0.5, 0, 1)
 
 
 def _gate(config: ModelConfig) -> Callable:
@@ -31,14 +30,14 @@ def _gate(config: ModelConfig) -> Callable:
 def rnn_tanh(config: ModelConfig) -> Callable:
     def step(x_t, h_prev, W_rec):
         # s_t = tanh(U x_t + W s_{t-1})
-        return at.tanh(x_t + at.dot(h_prev, W_rec))
+        return tt.tanh(x_t + tt.dot(h_prev, W_rec))
 
     return step
 
 
 def rnn_relu(config: ModelConfig) -> Callable:
     def step(x_t, h_prev, W_rec):
-        return at.maximum(x_t + at.dot(h_prev, W_rec), 0)
+        return tt.maximum(x_t + tt.dot(h_prev, W_rec), 0)
 
     return step
 
@@ -49,9 +48,9 @@ def gru(config: ModelConfig) -> Callable:
     n = config.hidden_size
 
     def step(x_t, h_prev, W_rec):
-        zr = gate(x_t[:, : 2 * n] + at.dot(h_prev, W_rec[:, : 2 * n]))
+        zr = gate(x_t[:, : 2 * n] + tt.dot(h_prev, W_rec[:, : 2 * n]))
         z, r = zr[:, :n], zr[:, n:]
-        c = at.tanh(x_t[:, 2 * n :] + at.dot(r * h_prev, W_rec[:, 2 * n :]))
+        c = tt.tanh(x_t[:, 2 * n :] + tt.dot(r * h_prev, W_rec[:, 2 * n :]))
         return (1 - z) * c + z * h_prev
 
     return step
@@ -63,11 +62,11 @@ def lstm(config: ModelConfig) -> Callable:
     n = config.hidden_size
 
     def step(x_t, h_prev, c_prev, W_rec):
-        pre = x_t + at.dot(h_prev, W_rec)  # (B, 4H)
+        pre = x_t + tt.dot(h_prev, W_rec)  # (B, 4H)
         ifo = gate(pre[:, : 3 * n])
         i, f, o = ifo[:, :n], ifo[:, n : 2 * n], ifo[:, 2 * n :]
-        c = f * c_prev + i * at.tanh(pre[:, 3 * n :])
-        return [o * at.tanh(c), c]
+        c = f * c_prev + i * tt.tanh(pre[:, 3 * n :])
+        return [o * tt.tanh(c), c]
 
     return step
 

@@ -1,4 +1,4 @@
-"""The language-model graph, and the only module that calls `aesara.scan` / `aesara.function`.
+"""The language-model graph, and the only module that calls `scan` / `function`.
 
     ids (T, B) -> [embedding] -> layer 0 ... layer L-1 -> [dropout] -> output layer
                -> fused softmax + NLL -> log p(y_t | x_<=t) (T, B) -> masked NLL
@@ -20,15 +20,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from functools import cached_property
 
-import aesara
-import aesara.tensor as at
 import numpy as np
-from aesara.tensor.random.utils import RandomStream
-from aesara.tensor.special import log_softmax
 
+from rnnlm import backend
+from rnnlm.backend import RandomStream, log_softmax
+from rnnlm.backend import tensor as tt
 from rnnlm.cells import CELLS
 from rnnlm.config import ModelConfig
-from rnnlm.ops import softmax_nll
+from rnnlm.ops.softmax import softmax_nll
 from rnnlm.params import Params, uniform_fan_in
 
 UpdatesFn = Callable[[Mapping, Mapping], Mapping]  # (params, grads) -> updates
@@ -120,7 +119,7 @@ class Model:
         self.config = config
         self.cell = CELLS[config.cell]
         # The mode compiles both the functions and the scans' inner graphs (None: the config's).
-        self.mode = aesara.compile.mode.get_mode(mode)
+        self.mode = backend.get_mode(mode)
         if config.bptt_truncate != -1:
             # Aesara 2.9.4's scan_pushout_add moves the truncated gradient's sums out of the
             # scan with the full sequence length: a shape error at run time.
@@ -150,10 +149,10 @@ class Model:
     # -- symbolic graph ---------------------------------------------------------------------
 
     def _inputs(self):
-        x = at.imatrix("x")  # (T, B) input ids
-        y = at.imatrix("y")  # (T, B) target ids
-        mask = at.matrix("mask", dtype=self.config.dtype)  # (T, B)
-        states = [at.matrix(f"h0_{i}", dtype=self.config.dtype) for i in range(self.n_states)]
+        x = tt.imatrix("x")  # (T, B) input ids
+        y = tt.imatrix("y")  # (T, B) target ids
+        mask = tt.matrix("mask", dtype=self.config.dtype)  # (T, B)
+        states = [tt.matrix(f"h0_{i}", dtype=self.config.dtype) for i in range(self.n_states)]
         return x, y, mask, states
 
     def _dropout(self, h, train: bool):
@@ -168,7 +167,7 @@ class Model:
             offset, columns = self._shard
             draw = self.random.uniform(0.0, 1.0, size=(h.shape[0], columns, h.shape[2]))
             draw = draw[:, offset : offset + h.shape[1]]
-        return h * at.cast(draw < keep, self.config.dtype) / np.asarray(keep, self.config.dtype)
+        return h * tt.cast(draw < keep, self.config.dtype) / np.asarray(keep, self.config.dtype)
 
     def _stack(self, stack: str, ids, mask, initial: list, train: bool, probe=None):
         """One recurrent stack over ids (T, B): top states (T, B, H) and final states.
@@ -184,13 +183,13 @@ class Model:
                 projected = p[name + "W_in"][ids]  # (T, B, G*H): U x_t as a row lookup
             else:
                 below = p["embed/W"][ids] if layer == 0 else h  # (T, B, E) or (T, B, H)
-                projected = at.dot(self._dropout(below, train), p[name + "W_in"])
+                projected = tt.dot(self._dropout(below, train), p[name + "W_in"])
             if config.bias:
                 projected = projected + p[name + "b"]
             n = self.cell.states
             start = initial[layer * n : (layer + 1) * n]
             probed = probe is not None and layer == config.layers - 1
-            outputs, _ = aesara.scan(
+            outputs, _ = backend.scan(
                 masked(self.cell.make_step(config), n, probed),
                 sequences=[projected, mask, probe] if probed else [projected, mask],
                 outputs_info=start,
@@ -214,8 +213,8 @@ class Model:
             back, back_finals = self._stack("back", y[::-1], mask[::-1], initial[per_stack:], train)
             back = back[::-1]
             # y_t is predicted from the words after it: the backward state at t + 1.
-            after = at.concatenate([back[1:], at.zeros_like(back[:1])], axis=0)
-            top = at.concatenate([top, after], axis=2)
+            after = tt.concatenate([back[1:], tt.zeros_like(back[:1])], axis=0)
+            top = tt.concatenate([top, after], axis=2)
             finals += back_finals
         return self._dropout(top, train), finals
 
@@ -227,7 +226,7 @@ class Model:
 
     def _logits(self, top):
         out_W, out_b = self._output_layer()
-        logits = at.dot(top, out_W)
+        logits = tt.dot(top, out_W)
         return logits if out_b is None else logits + out_b
 
     def _log_softmax(self, top):
@@ -238,7 +237,7 @@ class Model:
         """log p(y_t | ...) of the targets only, (T, B), by the fused softmax + NLL op."""
         out_W, out_b = self._output_layer()
         flat = top.reshape((-1, top.shape[-1]))  # (T*B, K): one big product
-        return -softmax_nll(at.dot(flat, out_W), y.flatten(), out_b).reshape(y.shape)
+        return -softmax_nll(tt.dot(flat, out_W), y.flatten(), out_b).reshape(y.shape)
 
     def _nll(self, x, y, mask, initial, train: bool):
         top, finals = self._top(x, y, mask, initial, train)
@@ -246,7 +245,7 @@ class Model:
         return -(token_log_p * mask).sum(), finals
 
     def _function(self, inputs, outputs, **kwargs):
-        return aesara.function(inputs, outputs, mode=self.mode, **kwargs)
+        return backend.function(inputs, outputs, mode=self.mode, **kwargs)
 
     # -- compiled functions -----------------------------------------------------------------
 
@@ -270,7 +269,7 @@ class Model:
     def _gradients_fn(self):
         x, y, mask, initial = self._inputs()
         nll, _ = self._nll(x, y, mask, initial, train=False)
-        grads = aesara.grad(nll, list(self.params.values()))
+        grads = backend.grad(nll, list(self.params.values()))
         return self._function([x, y, mask, *initial], grads)
 
     @cached_property
@@ -278,10 +277,10 @@ class Model:
         """One step for generation: ids (B,) and states -> logits (B, V), new states."""
         if self.config.bidirectional:
             raise ValueError("a bidirectional model cannot generate left to right")
-        ids = at.ivector("ids")
+        ids = tt.ivector("ids")
         _, _, _, initial = self._inputs()
         # A length-1 sequence through the same stack keeps one code path for the graph.
-        mask = at.ones((1, ids.shape[0]), dtype=self.config.dtype)
+        mask = tt.ones((1, ids.shape[0]), dtype=self.config.dtype)
         top, finals = self._stack("layer", ids.dimshuffle("x", 0), mask, initial, train=False)
         return self._function([ids, *initial], [self._logits(top[0]), *finals])
 
@@ -293,11 +292,11 @@ class Model:
         far as `bptt_truncate` lets it) by way of a zero probe added to every h_s.
         """
         x, y, mask, initial = self._inputs()
-        probe = at.tensor3("probe", dtype=self.config.dtype)  # (T, 1, H), zeros
+        probe = tt.tensor3("probe", dtype=self.config.dtype)  # (T, 1, H), zeros
         top, _ = self._stack("layer", x, mask, initial, train=False, probe=probe)
         losses = -self._token_log_probs(top, y)[:, 0]  # (T,)
-        jacobian = aesara.gradient.jacobian(losses, probe)  # (T, T, 1, H)
-        norms = at.sqrt(at.square(jacobian).sum(axis=(2, 3)))
+        jacobian = backend.jacobian(losses, probe)  # (T, T, 1, H)
+        norms = tt.sqrt(tt.square(jacobian).sum(axis=(2, 3)))
         return self._function([x, y, mask, probe, *initial], [norms, top[:, 0]])
 
     def gradient_flow(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -315,9 +314,9 @@ class Model:
         """
         x, y, mask, initial = self._inputs()
         nll, finals = self._nll(x, y, mask, initial, train=True)
-        objective = nll / at.cast(x.shape[1], self.config.dtype)
+        objective = nll / tt.cast(x.shape[1], self.config.dtype)
         grads = dict(
-            zip(self.params, aesara.grad(objective, list(self.params.values())), strict=True)
+            zip(self.params, backend.grad(objective, list(self.params.values())), strict=True)
         )
         updates = updates_for(self.params, grads)
         return self._function([x, y, mask, *initial], [nll, mask.sum(), *finals], updates=updates)
@@ -330,13 +329,13 @@ class Model:
         are those of the global batch (see `_dropout`). Nothing is divided: shards add up.
         """
         x, y, mask, initial = self._inputs()
-        offset, columns = at.iscalar("offset"), at.iscalar("columns")
+        offset, columns = tt.iscalar("offset"), tt.iscalar("columns")
         self._shard = (offset, columns)
         try:
             nll, finals = self._nll(x, y, mask, initial, train=True)
         finally:
             self._shard = None
-        grads = aesara.grad(nll, list(self.params.values()))
+        grads = backend.grad(nll, list(self.params.values()))
         return self._function(
             [x, y, mask, offset, columns, *initial],
             [*grads, nll, mask.sum(), *finals],
@@ -347,7 +346,7 @@ class Model:
         """(*gradient sums in parameter order, divisor) -> [], updating params: the update of
         `compile_train_step` from gradients summed over shards and the global batch size."""
         sums = [var.type(f"sum/{name}") for name, var in self.params.items()]
-        divisor = at.scalar("divisor", dtype=self.config.dtype)
+        divisor = tt.scalar("divisor", dtype=self.config.dtype)
         grads = {name: g / divisor for name, g in zip(self.params, sums, strict=True)}
         return self._function([*sums, divisor], [], updates=updates_for(self.params, grads))
 

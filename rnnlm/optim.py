@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 
-import aesara
-import aesara.tensor as at
 import numpy as np
-from aesara.compile.sharedvalue import SharedVariable
-from aesara.graph.basic import Variable
 
+from rnnlm import backend
+from rnnlm.backend import SharedVariable, Variable
+from rnnlm.backend import tensor as tt
 from rnnlm.config import TrainConfig
 
 State = dict[str, SharedVariable]  # "adam/m/layer0/W_in" -> its shared variable
@@ -72,10 +71,10 @@ def adagrad(
     state: State = {}
     for name, p, g in _pairs(params, grads):
         cache = _slot(state, "adagrad/cache", name, p)
-        cache_new = cache + at.square(g)  # a <- a + g^2
+        cache_new = cache + tt.square(g)  # a <- a + g^2
         updates[cache] = cache_new
         # p <- p - lr*g / (sqrt(a) + eps)
-        updates[p] = p - _cast(lr, p) * g / (at.sqrt(cache_new) + _const(config.epsilon, p))
+        updates[p] = p - _cast(lr, p) * g / (tt.sqrt(cache_new) + _const(config.epsilon, p))
     return updates, state
 
 
@@ -89,10 +88,10 @@ def rmsprop(
         cache = _slot(state, "rmsprop/cache", name, p)
         rho = config.rho
         # c <- rho*c + (1-rho)*g^2
-        cache_new = _const(rho, p) * cache + _const(1 - rho, p) * at.square(g)
+        cache_new = _const(rho, p) * cache + _const(1 - rho, p) * tt.square(g)
         updates[cache] = cache_new
         # p <- p - lr*g / sqrt(c + eps)
-        updates[p] = p - _cast(lr, p) * g / at.sqrt(cache_new + _const(config.epsilon, p))
+        updates[p] = p - _cast(lr, p) * g / tt.sqrt(cache_new + _const(config.epsilon, p))
     return updates, state
 
 
@@ -104,26 +103,26 @@ def adam(
     state: State = {}
     # steps taken, a float in the params' dtype since checkpoints hold float state only
     dtype = next(iter(params.values())).dtype if params else "float64"
-    t = aesara.shared(np.asarray(0, dtype=dtype), name="adam/t")
+    t = backend.shared(np.asarray(0, dtype=dtype), name="adam/t")
     state["adam/t"] = t
     t_new = t + _const(1, t)  # t <- t+1
     updates[t] = t_new
     b1, b2 = config.beta1, config.beta2
     # the bias corrections 1 - b^t, in float64 and cast once per parameter below
-    t64 = at.cast(t_new, "float64")
-    correction1 = 1 - at.power(at.constant(b1, dtype="float64"), t64)
-    correction2 = 1 - at.power(at.constant(b2, dtype="float64"), t64)
+    t64 = tt.cast(t_new, "float64")
+    correction1 = 1 - tt.power(tt.constant(b1, dtype="float64"), t64)
+    correction2 = 1 - tt.power(tt.constant(b2, dtype="float64"), t64)
     for name, p, g in _pairs(params, grads):
         m = _slot(state, "adam/m", name, p)
         v = _slot(state, "adam/v", name, p)
         m_new = _const(b1, p) * m + _const(1 - b1, p) * g  # m <- b1*m + (1-b1)*g
-        v_new = _const(b2, p) * v + _const(1 - b2, p) * at.square(g)  # v <- b2*v + (1-b2)*g^2
+        v_new = _const(b2, p) * v + _const(1 - b2, p) * tt.square(g)  # v <- b2*v + (1-b2)*g^2
         updates[m] = m_new
         updates[v] = v_new
         m_hat = m_new / _cast(correction1, p)  # m / (1-b1^t)
         v_hat = v_new / _cast(correction2, p)  # v / (1-b2^t)
         # p <- p - lr * m_hat / (sqrt(v_hat) + eps)
-        updates[p] = p - _cast(lr, p) * m_hat / (at.sqrt(v_hat) + _const(config.epsilon, p))
+        updates[p] = p - _cast(lr, p) * m_hat / (tt.sqrt(v_hat) + _const(config.epsilon, p))
     return updates, state
 
 
@@ -141,13 +140,13 @@ def clip_by_global_norm(grads: Grads, max_norm: float) -> dict[str, Variable]:
     """Scale every gradient by min(1, max_norm / norm), norm = sqrt(sum of all their squares)."""
     if max_norm <= 0:
         raise ValueError(f"max_norm must be positive, got {max_norm}")
-    grads = {name: at.as_tensor_variable(g) for name, g in grads.items()}
+    grads = {name: tt.as_tensor_variable(g) for name, g in grads.items()}
     if not grads:
         return {}
-    norm = at.sqrt(at.add(*(at.sum(at.square(g)) for g in grads.values())))  # () scalar
+    norm = tt.sqrt(tt.add(*(tt.sum(tt.square(g)) for g in grads.values())))  # () scalar
     # max_norm / max(norm, max_norm) == min(1, max_norm / norm), and never divides by zero
-    scale = at.constant(max_norm, dtype=norm.dtype) / at.maximum(norm, max_norm)
-    return {name: g * at.cast(scale, g.dtype) for name, g in grads.items()}
+    scale = tt.constant(max_norm, dtype=norm.dtype) / tt.maximum(norm, max_norm)
+    return {name: g * tt.cast(scale, g.dtype) for name, g in grads.items()}
 
 
 def updates_for(
@@ -188,16 +187,16 @@ def _slot(state: State, prefix: str, name: str, param: SharedVariable) -> Shared
     """A zero state array shaped and typed like `param`, registered as `{prefix}/{name}`."""
     key = f"{prefix}/{name}"
     value = param.get_value(borrow=True)
-    var = aesara.shared(np.zeros(value.shape, dtype=value.dtype), name=key, shape=param.type.shape)
+    var = backend.shared(np.zeros(value.shape, dtype=value.dtype), name=key, shape=param.type.shape)
     state[key] = var
     return var
 
 
 def _const(value: float, like: Variable) -> Variable:
     """A constant in `like`'s dtype, so float32 graphs stay float32."""
-    return at.constant(value, dtype=like.dtype)
+    return tt.constant(value, dtype=like.dtype)
 
 
 def _cast(x: Variable, like: Variable) -> Variable:
-    x = at.as_tensor_variable(x)
-    return x if x.dtype == like.dtype else at.cast(x, like.dtype)
+    x = tt.as_tensor_variable(x)
+    return x if x.dtype == like.dtype else tt.cast(x, like.dtype)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-import aesara
 import numpy as np
+
+from rnnlm import backend
 
 
 def uniform_fan_in(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
@@ -18,17 +19,17 @@ def uniform_fan_in(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int
     return rng.uniform(-bound, bound, size=shape)
 
 
-class Params(Mapping[str, aesara.compile.SharedVariable]):
+class Params(Mapping[str, backend.SharedVariable]):
     """Ordered shared variables of one dtype, addressed by hierarchical name."""
 
     def __init__(self, arrays: Mapping[str, np.ndarray], dtype: str) -> None:
         self.dtype = dtype
         self._shared = {
-            name: aesara.shared(np.asarray(value, dtype=dtype), name=name)
+            name: backend.shared(np.asarray(value, dtype=dtype), name=name)
             for name, value in arrays.items()
         }
 
-    def __getitem__(self, name: str) -> aesara.compile.SharedVariable:
+    def __getitem__(self, name: str) -> backend.SharedVariable:
         return self._shared[name]
 
     def __iter__(self) -> Iterator[str]:

@@ -216,8 +216,7 @@ class Trainer:
         resume: checkpoint.Checkpoint | None = None,
         comm: Comm | None = None,
     ) -> None:
-        import aesara
-
+        from rnnlm import backend
         from rnnlm.model import Model
         from rnnlm.optim import updates_for
 
@@ -236,7 +235,7 @@ class Trainer:
         self.show_progress = show_progress and self.is_main
         self.model = Model(config.model, seed=tc.seed, mode=mode)
         dtype = config.model.dtype
-        self.learning_rate = aesara.shared(np.asarray(tc.learning_rate, dtype=dtype), name="lr")
+        self.learning_rate = backend.shared(np.asarray(tc.learning_rate, dtype=dtype), name="lr")
         self.optimizer_state: dict = {}
 
         def updates(params, grads):

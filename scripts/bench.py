@@ -68,12 +68,9 @@ from typing import Any
 
 import numpy as np
 
-import rnnlm  # sets Aesara's flags (floatX, the BLAS); must be imported before aesara
-
-# isort: split
-import aesara
-import aesara.tensor as at
-
+import rnnlm
+from rnnlm import backend
+from rnnlm.backend import tensor as tt
 from rnnlm.batches import stream_batches, training_batches
 from rnnlm.config import ModelConfig, TrainConfig
 from rnnlm.corpus import read_documents, split_sentences, tokenize
@@ -257,7 +254,7 @@ def compile_sgd_step(
 ) -> tuple[Model, Callable, float]:
     """A model, its compiled training step (rnnlm.optim's updates) and the seconds it took."""
     model = Model(model_config)
-    lr = aesara.shared(np.asarray(train_config.learning_rate, dtype=model_config.dtype), name="lr")
+    lr = backend.shared(np.asarray(train_config.learning_rate, dtype=model_config.dtype), name="lr")
 
     def updates(params, grads):
         return updates_for(train_config, params, grads, lr)[0]
@@ -332,10 +329,10 @@ def gemm_runner(rng: np.random.Generator, calls: int) -> tuple[Callable[[], None
     """One repetition: `calls` float32 products of two GEMM_SIZE^2 matrices, compiled by
     Aesara; also the FLOPs of one call (2 n^3) and the ops the product compiled to."""
     a, b = (
-        aesara.shared(rng.standard_normal((GEMM_SIZE, GEMM_SIZE)).astype("float32"))
+        backend.shared(rng.standard_normal((GEMM_SIZE, GEMM_SIZE)).astype("float32"))
         for _ in range(2)
     )
-    product = aesara.function([], at.dot(a, b))
+    product = backend.function([], tt.dot(a, b))
     ops = "+".join(sorted({type(node.op).__name__ for node in product.maker.fgraph.toposort()}))
 
     def run() -> None:
@@ -661,11 +658,11 @@ def machine() -> dict[str, Any]:
         "usable_cores": len(os.sched_getaffinity(0)),
         "cpu": cpu,
         "load_average_1min": os.getloadavg()[0],
-        "blas_ldflags": aesara.config.blas__ldflags,
+        "blas_ldflags": backend.config.blas__ldflags,
         "openblas_loaded": [Path(blas.path).name for blas in loaded_openblas()],
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "aesara": aesara.__version__,
+        "aesara": backend.VERSION,
         "rnnlm": rnnlm.__version__,
         "torch": torch_version,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
@@ -761,7 +758,7 @@ def render(r: dict[str, Any], threads: list[int], quick: bool) -> str:
         f"{r['wall_s']:.0f} s",
         f"machine: {m['cores']} cores ({m['usable_cores']} usable), {m['cpu']}; "
         f"load average {m['load_average_1min']:.2f} at start, {r['load_average_end']:.2f} at end",
-        f"BLAS (aesara.config.blas__ldflags): {m['blas_ldflags'] or '(none: NumPy C-API GEMM)'}",
+        f"BLAS (backend.config.blas__ldflags): {m['blas_ldflags'] or '(none: NumPy C-API GEMM)'}",
         f"Python {m['python']}, numpy {m['numpy']}, Aesara {m['aesara']}, "
         f"PyTorch {m['torch'] or 'not installed'}; OMP_WAIT_POLICY={m['omp_wait_policy']}",
         f"medians of {r['sizes']['reps']} repetitions after a warm-up round, contenders "

@@ -14,7 +14,7 @@ os.environ["AESARA_FLAGS"] = ",".join(
 
 import pytest  # noqa: E402
 
-import rnnlm  # noqa: E402, F401  (sets Aesara's flags before any test module imports aesara)
+import rnnlm  # noqa: E402, F401  (sets the tensor library's flags before any test imports it)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -22,9 +22,9 @@ from rnnlm.distributed import one_blas_thread_per_rank  # noqa: E402
 
 one_blas_thread_per_rank()  # before numpy loads a BLAS
 
-import aesara  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rnnlm import backend  # noqa: E402
 from rnnlm.batches import pad_batch  # noqa: E402
 from rnnlm.config import ModelConfig, TrainConfig  # noqa: E402
 from rnnlm.distributed import MPIComm, SyncStep, shard  # noqa: E402
@@ -67,7 +67,7 @@ def digest(arrays) -> str:
 
 def with_updates(model: Model):
     """(updates function for the compilers, the optimizer state it creates), with Adam."""
-    lr = aesara.shared(np.asarray(TRAIN.learning_rate, dtype=MODEL.dtype), name="lr")
+    lr = backend.shared(np.asarray(TRAIN.learning_rate, dtype=MODEL.dtype), name="lr")
     state: dict = {}
 
     def updates(params, grads):

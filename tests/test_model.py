@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-import aesara
 import numpy as np
 import pytest
 
+from rnnlm import backend
 from rnnlm.batches import pad_batch
 from rnnlm.config import ModelConfig, TrainConfig
 from rnnlm.model import Model
@@ -252,7 +252,7 @@ def test_tiny_model_overfits_tiny_corpus(cell):
     config = make_config(vocab_size=12, hidden_size=16, cell=cell, embedding_size=8)
     model = Model(config, seed=0)
     train = TrainConfig(optimizer="adam", learning_rate=0.05)
-    lr = aesara.shared(np.asarray(train.learning_rate, dtype=config.dtype), name="lr")
+    lr = backend.shared(np.asarray(train.learning_rate, dtype=config.dtype), name="lr")
     step = model.compile_train_step(lambda params, grads: updates_for(train, params, grads, lr)[0])
     x, y, mask = pad_batch([np.asarray(s, np.int32) for s in TINY_CORPUS], dtype="float64")
     states = model.initial_states(x.shape[1])

@@ -12,13 +12,9 @@ import math
 import numpy as np
 import pytest
 
-import rnnlm  # noqa: F401  (sets Aesara's flags, so it comes before `import aesara`)
-
-# isort: split
-import aesara
-import aesara.tensor as at
-
+from rnnlm import backend
 from rnnlm import config as config_module
+from rnnlm.backend import tensor as tt
 from rnnlm.config import TrainConfig
 from rnnlm.optim import OPTIMIZERS, clip_by_global_norm, updates_for
 
@@ -30,14 +26,14 @@ EPS = 1e-6
 def compile_step(config, x0=X0, w0=W0, dtype="float64", lr_dtype="float64"):
     """The params, their state, the shared rate and a compiled step (loss = sum of squares / 2)."""
     params = {
-        "layer0/x": aesara.shared(np.asarray(x0, dtype=dtype), name="layer0/x"),
-        "out/W": aesara.shared(np.asarray(w0, dtype=dtype), name="out/W"),
+        "layer0/x": backend.shared(np.asarray(x0, dtype=dtype), name="layer0/x"),
+        "out/W": backend.shared(np.asarray(w0, dtype=dtype), name="out/W"),
     }
-    loss = sum(0.5 * at.sum(at.square(p)) for p in params.values())
-    grads = dict(zip(params, aesara.grad(loss, list(params.values())), strict=True))
-    lr = aesara.shared(np.asarray(config.learning_rate, dtype=lr_dtype), name="lr")
+    loss = sum(0.5 * tt.sum(tt.square(p)) for p in params.values())
+    grads = dict(zip(params, backend.grad(loss, list(params.values())), strict=True))
+    lr = backend.shared(np.asarray(config.learning_rate, dtype=lr_dtype), name="lr")
     updates, state = updates_for(config, params, grads, lr)
-    step = aesara.function([], [], updates=updates, mode="FAST_COMPILE")
+    step = backend.function([], [], updates=updates, mode="FAST_COMPILE")
     return params, state, lr, step
 
 
@@ -191,15 +187,15 @@ def test_state_names_and_zero_init(name):
 
 def evaluate(grads):
     names = list(grads)
-    outputs = aesara.function([], [grads[n] for n in names], mode="FAST_COMPILE")()
+    outputs = backend.function([], [grads[n] for n in names], mode="FAST_COMPILE")()
     return dict(zip(names, outputs, strict=True))
 
 
 def test_clipping_scales_a_large_norm_down():
     # norm sqrt(6^2 + 8^2) = 10, clipped to 5: every entry halves
     grads = {
-        "a": at.as_tensor_variable(np.array([6.0, 0.0])),
-        "b": at.as_tensor_variable(np.array(8.0)),
+        "a": tt.as_tensor_variable(np.array([6.0, 0.0])),
+        "b": tt.as_tensor_variable(np.array(8.0)),
     }
     clipped = evaluate(clip_by_global_norm(grads, 5.0))
     close(clipped["a"], [3.0, 0.0])
@@ -208,8 +204,8 @@ def test_clipping_scales_a_large_norm_down():
 
 def test_clipping_leaves_a_small_norm_alone():
     grads = {
-        "a": at.as_tensor_variable(np.array([0.6, 0.0])),
-        "b": at.as_tensor_variable(np.array(0.8)),
+        "a": tt.as_tensor_variable(np.array([0.6, 0.0])),
+        "b": tt.as_tensor_variable(np.array(0.8)),
     }
     clipped = evaluate(clip_by_global_norm(grads, 5.0))
     close(clipped["a"], [0.6, 0.0])
@@ -217,7 +213,7 @@ def test_clipping_leaves_a_small_norm_alone():
 
 
 def test_clipping_a_zero_gradient_gives_zero():
-    clipped = evaluate(clip_by_global_norm({"a": at.as_tensor_variable(np.zeros(2))}, 5.0))
+    clipped = evaluate(clip_by_global_norm({"a": tt.as_tensor_variable(np.zeros(2))}, 5.0))
     close(clipped["a"], [0.0, 0.0])
 
 
@@ -245,10 +241,10 @@ def test_learning_rate_is_read_at_call_time():
 
 
 def test_mismatched_names_are_an_error():
-    p = aesara.shared(np.zeros(2), name="p")
-    lr = aesara.shared(0.1)
+    p = backend.shared(np.zeros(2), name="p")
+    lr = backend.shared(0.1)
     with pytest.raises(ValueError, match="q"):
-        updates_for(TrainConfig(), {"p": p}, {"q": at.sum(p)}, lr)
+        updates_for(TrainConfig(), {"p": p}, {"q": tt.sum(p)}, lr)
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))

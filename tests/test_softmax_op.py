@@ -1,12 +1,12 @@
 """The fused softmax + NLL op against numpy, in both its numpy (py linker) and C versions."""
 
-import aesara
-import aesara.tensor as at
 import numpy as np
 import pytest
-from aesara.tensor.special import log_softmax, softmax
 
-from rnnlm.ops import _softmax_nll, softmax_nll
+from rnnlm import backend
+from rnnlm.backend import log_softmax, softmax
+from rnnlm.backend import tensor as tt
+from rnnlm.ops.softmax import _softmax_nll, softmax_nll
 
 # FAST_COMPILE (the suite's mode) runs the ops' `perform`; FAST_RUN their C code.
 MODES = ["FAST_COMPILE", "FAST_RUN"]
@@ -28,11 +28,11 @@ def reference(logits, b, y, w):
 def compiled(request):
     """(logits, y, w, b) -> nll and the gradients of sum(w * nll) by logits and b."""
     mode, dtype = request.param
-    logits, y = at.matrix(dtype=dtype), at.ivector()
-    w, b = at.vector(dtype=dtype), at.vector(dtype=dtype)
+    logits, y = tt.matrix(dtype=dtype), tt.ivector()
+    w, b = tt.vector(dtype=dtype), tt.vector(dtype=dtype)
     nll = softmax_nll(logits, y, b)
-    grads = aesara.grad((nll * w).sum(), [logits, b])
-    return aesara.function([logits, y, w, b], [nll, *grads], mode=mode), dtype
+    grads = backend.grad((nll * w).sum(), [logits, b])
+    return backend.function([logits, y, w, b], [nll, *grads], mode=mode), dtype
 
 
 def test_matches_numpy(compiled):
@@ -87,11 +87,11 @@ def test_bias_of_the_wrong_length_is_an_error(compiled):
 @pytest.mark.parametrize("mode", MODES)
 def test_drop_in_for_log_softmax_indexing(mode):
     """Without a bias the op is -log_softmax(logits)[arange, y], gradient included."""
-    logits, y = at.dmatrix(), at.ivector()
+    logits, y = tt.dmatrix(), tt.ivector()
     fused = softmax_nll(logits, y).sum()
-    plain = -log_softmax(logits, axis=1)[at.arange(logits.shape[0]), y].sum()
-    outputs = [fused, plain, aesara.grad(fused, logits), aesara.grad(plain, logits)]
-    f = aesara.function([logits, y], outputs, mode=mode)
+    plain = -log_softmax(logits, axis=1)[tt.arange(logits.shape[0]), y].sum()
+    outputs = [fused, plain, backend.grad(fused, logits), backend.grad(plain, logits)]
+    f = backend.function([logits, y], outputs, mode=mode)
     rng = np.random.default_rng(2)
     a, b, ga, gb = f(rng.normal(size=(5, 7)), rng.integers(0, 7, 5).astype(np.int32))
     np.testing.assert_allclose(a, b, rtol=1e-12)
@@ -101,7 +101,7 @@ def test_drop_in_for_log_softmax_indexing(mode):
 def test_gradients_match_finite_differences():
     rng = np.random.default_rng(3)
     y = rng.integers(0, 6, 4).astype(np.int32)
-    aesara.gradient.verify_grad(
+    backend.verify_grad(
         lambda logits, b: softmax_nll(logits, y, b),
         [rng.normal(size=(4, 6)), rng.normal(size=6)],
         rng=rng,
@@ -111,15 +111,15 @@ def test_gradients_match_finite_differences():
 
 def test_gradient_through_the_probabilities_output():
     """The op's second output, softmax(logits + b), has the softmax's own gradient."""
-    logits, b, y, g = at.dmatrix(), at.dvector(), at.ivector(), at.dmatrix()
+    logits, b, y, g = tt.dmatrix(), tt.dvector(), tt.ivector(), tt.dmatrix()
     nll, probs = _softmax_nll(logits, b, y)
-    fused = aesara.grad((probs * g).sum() + nll.sum(), [logits, b])
-    plain = aesara.grad(
+    fused = backend.grad((probs * g).sum() + nll.sum(), [logits, b])
+    plain = backend.grad(
         (softmax(logits + b, axis=1) * g).sum()
-        - log_softmax(logits + b, axis=1)[at.arange(logits.shape[0]), y].sum(),
+        - log_softmax(logits + b, axis=1)[tt.arange(logits.shape[0]), y].sum(),
         [logits, b],
     )
-    f = aesara.function([logits, b, y, g], fused + plain, mode="FAST_RUN")
+    f = backend.function([logits, b, y, g], fused + plain, mode="FAST_RUN")
     rng = np.random.default_rng(4)
     got = f(rng.normal(size=(3, 5)), rng.normal(size=5), np.array([0, 4, 2], np.int32),
             rng.normal(size=(3, 5)))  # fmt: skip
@@ -129,8 +129,8 @@ def test_gradient_through_the_probabilities_output():
 
 def test_rejects_wrong_types():
     with pytest.raises(TypeError):
-        softmax_nll(at.dvector(), at.ivector())
+        softmax_nll(tt.dvector(), tt.ivector())
     with pytest.raises(TypeError):
-        softmax_nll(at.dmatrix(), at.dvector())
+        softmax_nll(tt.dmatrix(), tt.dvector())
     with pytest.raises(TypeError):
-        softmax_nll(at.dmatrix(), at.ivector(), at.dmatrix())
+        softmax_nll(tt.dmatrix(), tt.ivector(), tt.dmatrix())

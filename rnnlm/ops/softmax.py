@@ -15,23 +15,15 @@ Aesara's own add and float64 `Sum`. This is what Theano's
 
 from __future__ import annotations
 
-import aesara.tensor as at
 import numpy as np
-from aesara.gradient import DisconnectedType, disconnected_type
-from aesara.graph.basic import Apply
-from aesara.link.c.op import COp
 
-# Vectorised expf/exp from glibc's libmvec, and rows spread over OpenMP threads.
-_COMPILE_ARGS = ["-fopenmp", "-fno-math-errno"]
-_LIBRARIES = ["mvec", "gomp"]
-_SIMD_EXP = """
-extern float expf(float) __attribute__((simd("notinbranch")));
-extern double exp(double) __attribute__((simd("notinbranch")));
-"""
+from rnnlm.backend import Apply, DisconnectedType, disconnected_type
+from rnnlm.backend import tensor as tt
+from rnnlm.ops.common import SIMD_MATH, OpenMPOp, math_functions
 
 
 def _check(logits, y):
-    logits, y = at.as_tensor_variable(logits), at.as_tensor_variable(y)
+    logits, y = tt.as_tensor_variable(logits), tt.as_tensor_variable(y)
     if logits.ndim != 2 or logits.dtype not in ("float32", "float64"):
         raise TypeError(f"softmax_nll needs float logits (N, V), got {logits.type}")
     if y.ndim != 1 or not y.dtype.startswith(("int", "uint")):
@@ -46,35 +38,16 @@ def _check_shapes(logits, b, y):
         raise ValueError("softmax_nll: targets out of range")
 
 
-def _math(dtype: str) -> tuple[str, str]:
-    return ("expf", "logf") if dtype == "float32" else ("exp", "log")
-
-
-class _OpenMPOp(COp):
-    """What both ops share: no parameters, and the same compiler flags and libraries."""
-
-    __props__ = ()
-
-    def c_compile_args(self, **kwargs):
-        return _COMPILE_ARGS
-
-    def c_libraries(self, **kwargs):
-        return _LIBRARIES
-
-    def c_code_cache_version(self):
-        return (2,)
-
-
-class SoftmaxNLL(_OpenMPOp):
+class SoftmaxNLL(OpenMPOp):
     """(logits (N, V), b (V,), y (N,)) -> (nll (N,), softmax(logits + b) (N, V))."""
 
     def make_node(self, logits, b, y):
         logits, y = _check(logits, y)
-        b = at.as_tensor_variable(b).astype(logits.dtype)
+        b = tt.as_tensor_variable(b).astype(logits.dtype)
         if b.ndim != 1:
             raise TypeError(f"softmax_nll needs a bias vector (V,), got {b.type}")
-        nll = at.vector(dtype=logits.dtype)
-        probs = at.matrix(dtype=logits.dtype)
+        nll = tt.vector(dtype=logits.dtype)
+        probs = tt.matrix(dtype=logits.dtype)
         return Apply(self, [logits, b, y], [nll, probs])
 
     def perform(self, node, inputs, outputs):
@@ -91,7 +64,7 @@ class SoftmaxNLL(_OpenMPOp):
         logits, b, y = inputs
         g_nll, g_probs = output_grads
         nll, probs = self(logits, b, y)
-        g_logits, g_b = at.zeros_like(logits), at.zeros_like(b)
+        g_logits, g_b = tt.zeros_like(logits), tt.zeros_like(b)
         if not isinstance(g_nll.type, DisconnectedType):
             g_logits, g_b = softmax_nll_grad(g_nll, probs, y)
         if not isinstance(g_probs.type, DisconnectedType):
@@ -107,13 +80,13 @@ class SoftmaxNLL(_OpenMPOp):
         return ["<math.h>", "<string.h>"]
 
     def c_support_code(self, **kwargs):
-        return _SIMD_EXP
+        return SIMD_MATH
 
     def c_code(self, node, name, inputs, outputs, sub):
         logits, b, y = inputs
         nll, probs = outputs
         dtype = node.inputs[0].dtype
-        exp, log = _math(dtype)
+        exp, log = math_functions(dtype)
         t, ty, fail = f"npy_{dtype}", f"dtype_{y}", sub["fail"]
         return f"""
         {{
@@ -178,14 +151,14 @@ class SoftmaxNLL(_OpenMPOp):
         """
 
 
-class SoftmaxNLLGrad(_OpenMPOp):
+class SoftmaxNLLGrad(OpenMPOp):
     """(g (N,), probs (N, V), y (N,)) -> d = g_i * (probs_i - onehot(y_i)) (N, V), and the
     column sums of d (V,): the bias gradient, summed in float64 per thread."""
 
     def make_node(self, g, probs, y):
         probs, y = _check(probs, y)
-        g = at.as_tensor_variable(g).astype(probs.dtype)
-        return Apply(self, [g, probs, y], [probs.type(), at.vector(dtype=probs.dtype)])
+        g = tt.as_tensor_variable(g).astype(probs.dtype)
+        return Apply(self, [g, probs, y], [probs.type(), tt.vector(dtype=probs.dtype)])
 
     def perform(self, node, inputs, outputs):
         g, probs, y = inputs
@@ -267,5 +240,5 @@ softmax_nll_grad = SoftmaxNLLGrad()
 def softmax_nll(logits, y, b=None):
     """-log softmax(logits + b)[i, y_i] for each row i: (N, V), (N,), (V,) -> (N,)."""
     if b is None:
-        b = at.zeros((at.as_tensor_variable(logits).shape[1],), dtype=logits.dtype)
+        b = tt.zeros((tt.as_tensor_variable(logits).shape[1],), dtype=logits.dtype)
     return _softmax_nll(logits, b, y)[0]

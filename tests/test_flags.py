@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from rnnlm.backend import configure_aesara, find_openblas, parse_flags
+from rnnlm.flags import configure, find_openblas, parse_flags
 
 REPORT = (
     "import json, os, rnnlm, aesara; "
@@ -78,11 +78,11 @@ def test_parse_flags_reads_name_value_pairs_and_skips_the_rest():
     }
 
 
-def test_configure_aesara_is_a_no_op_once_aesara_is_imported(monkeypatch):
+def test_configure_is_a_no_op_once_aesara_is_imported(monkeypatch):
     import aesara  # noqa: F401  (already imported by rnnlm's own modules in this process)
 
     monkeypatch.setenv("AESARA_FLAGS", "floatX=float64")
-    configure_aesara()
+    configure()
     assert os.environ["AESARA_FLAGS"] == "floatX=float64"
 
 

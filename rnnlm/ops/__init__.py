@@ -1,0 +1,4 @@
+"""rnnlm's own C ops, each born with the plain graph it replaces and the test that holds them equal.
+
+- `softmax`: the fused softmax + cross-entropy of the output layer, and its gradient.
+"""

@@ -1,0 +1,33 @@
+"""What every C op of rnnlm shares: no parameters, OpenMP, glibc's vectorised math."""
+
+from __future__ import annotations
+
+from rnnlm.backend import COp
+
+# Vectorised expf/exp (and tanh) from glibc's libmvec, and rows spread over OpenMP threads.
+COMPILE_ARGS = ["-fopenmp", "-fno-math-errno"]
+LIBRARIES = ["mvec", "gomp"]
+SIMD_MATH = """
+extern float expf(float) __attribute__((simd("notinbranch")));
+extern double exp(double) __attribute__((simd("notinbranch")));
+"""
+
+
+def math_functions(dtype: str) -> tuple[str, str]:
+    """The C names of exp and log for a float dtype."""
+    return ("expf", "logf") if dtype == "float32" else ("exp", "log")
+
+
+class OpenMPOp(COp):
+    """A parameterless C op compiled with OpenMP and libmvec."""
+
+    __props__ = ()
+
+    def c_compile_args(self, **kwargs):
+        return COMPILE_ARGS
+
+    def c_libraries(self, **kwargs):
+        return LIBRARIES
+
+    def c_code_cache_version(self):
+        return (2,)
