@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rnnlm.architecture import CELL_SHAPES
 from rnnlm.backend import sigmoid
 from rnnlm.backend import tensor as tt
 from rnnlm.config import ModelConfig
@@ -79,9 +80,10 @@ class Cell:
     forget_gate: int | None = None  # block whose bias starts at 1 (Gers et al.)
 
 
+# The counts come from rnnlm.architecture, which the checkpoint reader uses without a graph.
 CELLS: dict[str, Cell] = {
-    "rnn-tanh": Cell(rnn_tanh, gates=1, states=1),
-    "rnn-relu": Cell(rnn_relu, gates=1, states=1),
-    "gru": Cell(gru, gates=3, states=1),
-    "lstm": Cell(lstm, gates=4, states=2, forget_gate=1),
+    "rnn-tanh": Cell(rnn_tanh, *CELL_SHAPES["rnn-tanh"]),
+    "rnn-relu": Cell(rnn_relu, *CELL_SHAPES["rnn-relu"]),
+    "gru": Cell(gru, *CELL_SHAPES["gru"]),
+    "lstm": Cell(lstm, *CELL_SHAPES["lstm"]),
 }

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnlm.architecture import param_shapes
 from rnnlm.config import Config
 from rnnlm.errors import RnnlmError
 from rnnlm.vocab import Vocabulary
@@ -159,8 +160,6 @@ def _read_meta(path: Path, raw: np.ndarray | None) -> dict[str, Any]:
 
 
 def _check_params(path: Path, config: Config, params: dict[str, np.ndarray]) -> None:
-    from rnnlm.model import param_shapes  # imports aesara: only once the file looks like ours
-
     expected = param_shapes(config.model)
     if set(params) != set(expected):
         missing = sorted(set(expected) - set(params))

@@ -23,7 +23,7 @@ REPORT_DISTANCES = (1, 5, 10, 20)
 def untruncated_float64(model: Model) -> Model:
     """A copy of `model` with full BPTT in float64, so the numbers are the model's own."""
     config = dataclasses.replace(model.config, bptt_truncate=-1, dtype="float64", dropout=0.0)
-    return Model(config, params=model.params.values_dict(), mode=model.mode)
+    return Model(config, params=model.params.values_dict(), compile_mode=model.compile_mode)
 
 
 def gradient_decay(

@@ -23,6 +23,7 @@ from functools import cached_property
 import numpy as np
 
 from rnnlm import backend
+from rnnlm.architecture import param_shapes, stacks
 from rnnlm.backend import RandomStream, log_softmax
 from rnnlm.backend import tensor as tt
 from rnnlm.cells import CELLS
@@ -31,34 +32,8 @@ from rnnlm.ops.softmax import softmax_nll
 from rnnlm.params import Params, uniform_fan_in
 
 UpdatesFn = Callable[[Mapping, Mapping], Mapping]  # (params, grads) -> updates
-
-
-def stacks(config: ModelConfig) -> tuple[str, ...]:
-    """Parameter prefixes of the recurrent stacks: forward, and backward if bidirectional."""
-    return ("layer", "back") if config.bidirectional else ("layer",)
-
-
-def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every parameter's shape, in graph order, without allocating anything."""
-    cell = CELLS[config.cell]
-    width = cell.gates * config.hidden_size
-    shapes: dict[str, tuple[int, ...]] = {}
-    if config.embedding_size:
-        shapes["embed/W"] = (config.vocab_size, config.embedding_size)
-    for stack in stacks(config):
-        for layer in range(config.layers):
-            n_in = (
-                (config.embedding_size or config.vocab_size) if layer == 0 else config.hidden_size
-            )
-            shapes[f"{stack}{layer}/W_in"] = (n_in, width)
-            shapes[f"{stack}{layer}/W_rec"] = (config.hidden_size, width)
-            if config.bias:
-                shapes[f"{stack}{layer}/b"] = (width,)
-    if not config.tie_weights:
-        shapes["out/W"] = (config.top_size, config.vocab_size)
-    if config.bias:
-        shapes["out/b"] = (config.vocab_size,)
-    return shapes
+# One shard of a distributed batch: (offset, global columns), symbolic (see `_dropout`).
+Shard = tuple | None
 
 
 def init_params(config: ModelConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -106,28 +81,25 @@ def masked(step: Callable, n_states: int, probed: bool = False) -> Callable:
 class Model:
     """A compiled-on-demand RNN language model over shared parameters."""
 
-    # While a shard's graph is built: (offset, global columns), symbolic (see `_dropout`).
-    _shard: tuple | None = None
-
     def __init__(
         self,
         config: ModelConfig,
         params: Mapping[str, np.ndarray] | None = None,
         seed: int = 0,
-        mode: str | None = None,
+        compile_mode: str | None = None,
     ) -> None:
         self.config = config
         self.cell = CELLS[config.cell]
-        # The mode compiles both the functions and the scans' inner graphs (None: the config's).
-        self.mode = backend.get_mode(mode)
+        # Compiles both the functions and the scans' inner graphs (None: the flags' mode).
+        self.compile_mode = backend.get_mode(compile_mode)
         if config.bptt_truncate != -1:
             # Aesara 2.9.4's scan_pushout_add moves the truncated gradient's sums out of the
             # scan with the full sequence length: a shape error at run time.
-            self.mode = self.mode.excluding("scan_pushout_add")
+            self.compile_mode = self.compile_mode.excluding("scan_pushout_add")
         # This rewrite folds the clipping scale into the output layer's weight gradient as a
         # second (T*B, K)' x (T*B, V) product instead of reusing the one the norm was
         # taken of: 11 % of a PTB step, measured.
-        self.mode = self.mode.excluding("local_dot22_to_dot22scalar")
+        self.compile_mode = self.compile_mode.excluding("local_dot22_to_dot22scalar")
         self.params = Params(init_params(config, np.random.default_rng(seed)), config.dtype)
         if params is not None:
             self.params.assign(params)
@@ -155,21 +127,23 @@ class Model:
         states = [tt.matrix(f"h0_{i}", dtype=self.config.dtype) for i in range(self.n_states)]
         return x, y, mask, states
 
-    def _dropout(self, h, train: bool):
+    def _dropout(self, h, train: bool, shard: Shard = None):
         keep = 1.0 - self.config.dropout
         if not train or keep == 1.0:
             return h
-        if self._shard is None:
+        if shard is None:
             draw = self.random.uniform(0.0, 1.0, size=h.shape)
         else:
             # The global batch's mask, cut to this shard's columns: N workers drop exactly
             # the units one worker would on the whole batch.
-            offset, columns = self._shard
+            offset, columns = shard
             draw = self.random.uniform(0.0, 1.0, size=(h.shape[0], columns, h.shape[2]))
             draw = draw[:, offset : offset + h.shape[1]]
         return h * tt.cast(draw < keep, self.config.dtype) / np.asarray(keep, self.config.dtype)
 
-    def _stack(self, stack: str, ids, mask, initial: list, train: bool, probe=None):
+    def _stack(
+        self, stack: str, ids, mask, initial: list, train: bool, probe=None, shard: Shard = None
+    ):
         """One recurrent stack over ids (T, B): top states (T, B, H) and final states.
 
         `probe` (T, B, H), if given, is added to the top layer's states (see `masked`).
@@ -183,7 +157,7 @@ class Model:
                 projected = p[name + "W_in"][ids]  # (T, B, G*H): U x_t as a row lookup
             else:
                 below = p["embed/W"][ids] if layer == 0 else h  # (T, B, E) or (T, B, H)
-                projected = tt.dot(self._dropout(below, train), p[name + "W_in"])
+                projected = tt.dot(self._dropout(below, train, shard), p[name + "W_in"])
             if config.bias:
                 projected = projected + p[name + "b"]
             n = self.cell.states
@@ -196,7 +170,7 @@ class Model:
                 non_sequences=[p[name + "W_rec"]],
                 truncate_gradient=config.bptt_truncate,
                 strict=True,
-                mode=self.mode,
+                mode=self.compile_mode,
                 name=name.rstrip("/"),
             )
             outputs = outputs if isinstance(outputs, list) else [outputs]
@@ -204,19 +178,21 @@ class Model:
             finals += [state[-1] for state in outputs]
         return h, finals
 
-    def _top(self, x, y, mask, initial: list, train: bool):
+    def _top(self, x, y, mask, initial: list, train: bool, shard: Shard = None):
         """What the output layer reads, (T, B, top_size), and the final states."""
         per_stack = self.config.layers * self.cell.states
-        top, finals = self._stack("layer", x, mask, initial[:per_stack], train)
+        top, finals = self._stack("layer", x, mask, initial[:per_stack], train, shard=shard)
         if self.config.bidirectional:
             # The backward stack reads y from the end; its state at t has seen y_t, y_t+1, ...
-            back, back_finals = self._stack("back", y[::-1], mask[::-1], initial[per_stack:], train)
+            back, back_finals = self._stack(
+                "back", y[::-1], mask[::-1], initial[per_stack:], train, shard=shard
+            )
             back = back[::-1]
             # y_t is predicted from the words after it: the backward state at t + 1.
             after = tt.concatenate([back[1:], tt.zeros_like(back[:1])], axis=0)
             top = tt.concatenate([top, after], axis=2)
             finals += back_finals
-        return self._dropout(top, train), finals
+        return self._dropout(top, train, shard), finals
 
     def _output_layer(self):
         """The output weights (K, V) and bias (V,) or None."""
@@ -239,13 +215,13 @@ class Model:
         flat = top.reshape((-1, top.shape[-1]))  # (T*B, K): one big product
         return -softmax_nll(tt.dot(flat, out_W), y.flatten(), out_b).reshape(y.shape)
 
-    def _nll(self, x, y, mask, initial, train: bool):
-        top, finals = self._top(x, y, mask, initial, train)
+    def _nll(self, x, y, mask, initial, train: bool, shard: Shard = None):
+        top, finals = self._top(x, y, mask, initial, train, shard)
         token_log_p = self._token_log_probs(top, y)
         return -(token_log_p * mask).sum(), finals
 
     def _function(self, inputs, outputs, **kwargs):
-        return backend.function(inputs, outputs, mode=self.mode, **kwargs)
+        return backend.function(inputs, outputs, mode=self.compile_mode, **kwargs)
 
     # -- compiled functions -----------------------------------------------------------------
 
@@ -330,11 +306,7 @@ class Model:
         """
         x, y, mask, initial = self._inputs()
         offset, columns = tt.iscalar("offset"), tt.iscalar("columns")
-        self._shard = (offset, columns)
-        try:
-            nll, finals = self._nll(x, y, mask, initial, train=True)
-        finally:
-            self._shard = None
+        nll, finals = self._nll(x, y, mask, initial, train=True, shard=(offset, columns))
         grads = backend.grad(nll, list(self.params.values()))
         return self._function(
             [x, y, mask, offset, columns, *initial],

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from rnnlm import checkpoint
+from rnnlm.architecture import param_shapes
 from rnnlm.errors import RnnlmError
-from rnnlm.model import param_shapes
 from rnnlm.train import metrics_path
 
 

@@ -211,7 +211,7 @@ class Trainer:
         prepared: Prepared,
         out: str | Path,
         *,
-        mode: str | None = None,
+        compile_mode: str | None = None,
         show_progress: bool = False,
         resume: checkpoint.Checkpoint | None = None,
         comm: Comm | None = None,
@@ -233,7 +233,7 @@ class Trainer:
         self.comm = comm if comm is not None else LocalComm()
         self.is_main = self.comm.rank == 0
         self.show_progress = show_progress and self.is_main
-        self.model = Model(config.model, seed=tc.seed, mode=mode)
+        self.model = Model(config.model, seed=tc.seed, compile_mode=compile_mode)
         dtype = config.model.dtype
         self.learning_rate = backend.shared(np.asarray(tc.learning_rate, dtype=dtype), name="lr")
         self.optimizer_state: dict = {}

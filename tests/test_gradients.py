@@ -45,7 +45,7 @@ def model(request, weights):
         bias=False,  # the tutorial's RNN
         dtype="float64",
     )
-    model = Model(config, seed=0, mode="FAST_COMPILE")
+    model = Model(config, seed=0, compile_mode="FAST_COMPILE")
     for name, tutorial_name in NAMES.items():
         model.params[name].set_value(weights[tutorial_name].T.copy())
     return model
