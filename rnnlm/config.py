@@ -14,12 +14,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rnnlm.architecture import CELL_SHAPES
 from rnnlm.errors import RnnlmError
 
-CELLS = ("rnn-tanh", "rnn-relu", "gru", "lstm")
+# The choices of the string settings: each list exists here once, and the CLI's options and
+# the registries (rnnlm.cells, rnnlm.optim) are checked against it.
+FORMATS = ("csv", "lines", "prose")
+LEVELS = ("word", "char", "whitespace")  # whitespace: pre-tokenized text such as PTB
+CELLS = tuple(CELL_SHAPES)
 DTYPES = ("float32", "float64")
+MODES = ("sentence", "stream")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
+CHOICES = {
+    "data.format": FORMATS,
+    "data.level": LEVELS,
+    "model.cell": CELLS,
+    "model.dtype": DTYPES,
+    "train.mode": MODES,
+    "train.optimizer": OPTIMIZERS,
+}
 MAX_LAYERS = 100  # a bound, so a crafted model file cannot make us loop for hours
+# scan's truncate_gradient when model.bptt_truncate is not given: the tutorial's last 4 steps
+# of each sentence; in stream mode none inside a window, whose edges already cut the gradient.
+DEFAULT_BPTT_TRUNCATE = {"sentence": 4, "stream": -1}
 
 
 @dataclass(frozen=True)
@@ -39,10 +56,9 @@ class DataConfig:
     prepared: str | None = None  # a folder from `rnnlm prepare`: its shards replace corpus
 
     def __post_init__(self) -> None:
+        _check_choices(self, "data")
         _require(self.vocab_size >= 4, "data.vocab_size", "must be at least 4")
         _require(self.min_count >= 1, "data.min_count", "must be at least 1")
-        _require(self.format in (None, "csv", "lines", "prose"), "data.format", "csv|lines|prose")
-        _require(self.level in ("word", "char", "whitespace"), "data.level", "word|char|whitespace")
         _require(bool(self.unknown.strip()), "data.unknown", "must be a non-empty token")
         _require(0 <= self.valid_fraction < 1, "data.valid_fraction", "must be in [0, 1)")
 
@@ -63,13 +79,15 @@ class ModelConfig:
     init_scale: float = 0.0  # uniform in ±init_scale; 0: the tutorial's ±1/sqrt(fan_in)
     identity_init: bool = False  # recurrent matrix = identity (ReLU RNN, Le et al. 2015)
     hard_sigmoid: bool = False  # gates with the tutorial's hard sigmoid
-    bptt_truncate: int = 4  # scan's truncate_gradient in sentence mode; -1 = full BPTT
+    # scan's truncate_gradient: the last N steps; -1 = full BPTT; None = the training mode's
+    # default (DEFAULT_BPTT_TRUNCATE), decided by `for_mode` before a graph is built
+    bptt_truncate: int | None = None
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
+        _check_choices(self, "model")
         _require(self.vocab_size >= 4, "model.vocab_size", "must be at least 4")
         _require(self.hidden_size >= 1, "model.hidden_size", "must be at least 1")
-        _require(self.cell in CELLS, "model.cell", "|".join(CELLS))
         _require(1 <= self.layers <= MAX_LAYERS, "model.layers", f"must be in 1..{MAX_LAYERS}")
         _require(self.embedding_size >= 0, "model.embedding_size", "must be 0 or positive")
         _require(
@@ -90,16 +108,21 @@ class ModelConfig:
             f"needs embedding_size equal to the top layer's size ({self.top_size})",
         )
         _require(
-            self.bptt_truncate == -1 or self.bptt_truncate >= 1,
+            self.bptt_truncate in (None, -1) or self.bptt_truncate >= 1,
             "model.bptt_truncate",
             "must be -1 (full BPTT) or at least 1",
         )
-        _require(self.dtype in DTYPES, "model.dtype", "|".join(DTYPES))
 
     @property
     def top_size(self) -> int:
         """Width of what the output layer reads: both directions when bidirectional."""
         return self.hidden_size * (2 if self.bidirectional else 1)
+
+    def for_mode(self, mode: str) -> ModelConfig:
+        """This config with `bptt_truncate` decided: as given, else `mode`'s default."""
+        if self.bptt_truncate is not None:
+            return self
+        return dataclasses.replace(self, bptt_truncate=DEFAULT_BPTT_TRUNCATE[mode])
 
 
 @dataclass(frozen=True)
@@ -129,11 +152,10 @@ class TrainConfig:
     distributed: bool = False  # data-parallel over the ranks of an MPI launch (mpirun -n N)
 
     def __post_init__(self) -> None:
-        _require(self.mode in ("sentence", "stream"), "train.mode", "sentence|stream")
+        _check_choices(self, "train")
         _require(self.batch_size >= 1, "train.batch_size", "must be at least 1")
         _require(self.bptt >= 1, "train.bptt", "must be at least 1")
         _require(self.epochs >= 1, "train.epochs", "must be at least 1")
-        _require(self.optimizer in OPTIMIZERS, "train.optimizer", "|".join(OPTIMIZERS))
         _require(self.learning_rate > 0, "train.learning_rate", "must be positive")
         for name in ("momentum", "rho", "beta1", "beta2"):
             _require(0 <= getattr(self, name) < 1, f"train.{name}", "must be in [0, 1)")
@@ -199,6 +221,17 @@ def _require(ok: bool, key: str, expected: str) -> None:
         raise RnnlmError(f"bad config value for {key}: {expected}")
 
 
+def _check_choices(values: Any, section: str) -> None:
+    for key, choices in CHOICES.items():
+        if not key.startswith(section + "."):
+            continue
+        name = key.partition(".")[2]
+        value = getattr(values, name)
+        optional = getattr(type(values), name) is None  # a default of None means "decide later"
+        if value not in choices and not (optional and value is None):
+            raise RnnlmError(f"bad config value for {key} {value!r}: choose {'|'.join(choices)}")
+
+
 def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
     """The raw sections of a TOML config file, checked strictly by building a `Config` once.
 
@@ -236,11 +269,42 @@ def resolve(file_values: dict[str, Any] | None, overrides: dict[str, dict[str, A
     `overrides` holds only the options the user actually gave (absent keys keep the file's or
     the default value). The merged result is validated by `Config.from_dict`.
     """
+    return Config.from_dict(resolve_dicts(file_values, overrides))
+
+
+def resolve_dicts(*layers: dict[str, Any] | None) -> dict[str, Any]:
+    """Sections merged key by key, later layers winning; nothing is checked."""
     merged: dict[str, Any] = {}
-    for layer in (file_values or {}, overrides):
-        for name, values in layer.items():
+    for layer in layers:
+        for name, values in (layer or {}).items():
             if isinstance(values, dict) and isinstance(merged.get(name), dict):
                 merged[name] = {**merged[name], **values}
             else:
                 merged[name] = dict(values) if isinstance(values, dict) else values
-    return Config.from_dict(merged)
+    return merged
+
+
+def resume(
+    saved: Config, file_values: dict[str, Any] | None, overrides: dict[str, dict[str, Any]]
+) -> Config:
+    """The config of a resumed run: the checkpoint's, with the [train] values given.
+
+    Data and model values given (in the file or as overrides) must be the checkpoint's own:
+    one that differs is an error naming each, old -> new, while repeating the values a run
+    started with is fine.
+    """
+    given = resolve_dicts(file_values, overrides)
+    stored = saved.to_dict()
+    changed = [
+        f"{section}.{key} {stored[section][key]!r} -> {value!r}"
+        for section, values in given.items()
+        if section != "train" and isinstance(values, dict)
+        for key, value in sorted(values.items())
+        if key in stored.get(section, {}) and value != stored[section][key]
+    ]
+    if changed:
+        raise RnnlmError(
+            "a resumed run keeps the data and model settings of its checkpoint; these differ "
+            f"from it: {', '.join(changed)}"
+        )
+    return resolve(stored, {"train": given.get("train", {})})

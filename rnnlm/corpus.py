@@ -13,18 +13,18 @@ import io
 import logging
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from nltk.tokenize import NLTKWordTokenizer
-from nltk.tokenize.punkt import PunktSentenceTokenizer, PunktTrainer
+from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer, PunktTrainer
 
+from rnnlm.config import FORMATS, LEVELS, DataConfig
 from rnnlm.errors import RnnlmError
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("csv", "lines", "prose")
-LEVELS = ("word", "char", "whitespace")  # whitespace: pre-tokenized text such as PTB
 SAMPLE_SOURCE = "built-in sample corpus"
 
 # Large enough for any real field, small enough for a C long on every platform (sys.maxsize
@@ -48,52 +48,88 @@ class Corpus:
 
 def load_corpus(
     path: str | Path | None,
+    data: DataConfig | None = None,
     *,
-    format: str | None = None,
-    column: str = "body",
-    lowercase: bool = True,
-    level: str = "word",
+    punkt: PunktParameters | None = None,
+    max_documents: int | None = None,
 ) -> Corpus:
-    """Read, split and tokenize a corpus; `path=None` loads the packaged sample corpus.
+    """One file's sentences of tokens, read as `data` says; `path=None`: the sample corpus.
 
-    `format=None` means "csv" for a .csv file and "lines" for anything else. Lowercasing comes
-    before sentence splitting, as in the tutorial. Sentences that tokenize to nothing are dropped.
+    See `read_sentences`; this one reads them all and logs what it found.
     """
+    data = data or DataConfig()
     started = time.perf_counter()
-    if path is None:
-        source = SAMPLE_SOURCE
-        format = format or "lines"
-        _check_choice("format", format, FORMATS, source)
-        _check_choice("level", level, LEVELS, source)
-        resource = importlib.resources.files("rnnlm").joinpath("data/sample.txt")
-        documents = _documents(decode_utf8(resource.read_bytes(), source), format, column, source)
-    else:
-        source = str(path)
-        format = format or ("csv" if Path(path).suffix.lower() == ".csv" else "lines")
-        _check_choice("format", format, FORMATS, source)
-        _check_choice("level", level, LEVELS, source)
-        documents = read_documents(path, format, column)
-
-    if lowercase:
-        documents = [document.lower() for document in documents]
-    sentences = []
-    for sentence in split_sentences(documents, format):
-        tokens = tokenize(sentence, lowercase=False, level=level)
-        if tokens:
-            sentences.append(tokens)
-    if not sentences:
-        raise RnnlmError(f"{source}: no sentences left after reading and tokenizing")
-    corpus = Corpus(source=source, sentences=sentences)
+    documents, sentences = read_sentences(path, data, punkt=punkt, max_documents=max_documents)
+    corpus = Corpus(source=source_name(path), sentences=list(sentences))
     log.info(
         "%s: %d documents, %d sentences, %d %s tokens in %.2fs",
-        source,
-        len(documents),
-        len(sentences),
+        corpus.source,
+        documents,
+        len(corpus.sentences),
         corpus.num_tokens,
-        level,
+        data.level,
         time.perf_counter() - started,
     )
     return corpus
+
+
+def read_sentences(
+    path: str | Path | None,
+    data: DataConfig,
+    *,
+    punkt: PunktParameters | None = None,
+    max_documents: int | None = None,
+) -> tuple[int, Iterator[list[str]]]:
+    """The one way text becomes sentences of tokens: training, `rnnlm prepare`'s workers,
+    eval, compare, diagnose and the benchmark all read through here.
+
+    Returns the number of documents, and the tokens of each sentence, lazily. The file is
+    read (and any problem with it raised) at once. `data.format` None means "csv" for a .csv
+    file and "lines" for anything else. Lowercasing comes before sentence splitting, as in
+    the tutorial. csv and prose are split by `punkt`, or by a Punkt model trained on this
+    file. Sentences that tokenize to nothing are dropped; none at all is an error.
+    `max_documents` keeps the first documents only (a quick look at a large file).
+    """
+    source = source_name(path)
+    format = format_of(path, data.format)
+    documents = read_text(path, format, data.column, data.lowercase)[:max_documents]
+    return len(documents), _tokenized(documents, format, data.level, source, punkt)
+
+
+def _tokenized(
+    documents: list[str], format: str, level: str, source: str, punkt: PunktParameters | None
+) -> Iterator[list[str]]:
+    found = False
+    for sentence in split_sentences(documents, format, punkt):
+        tokens = tokenize(sentence, lowercase=False, level=level)
+        if tokens:
+            found = True
+            yield tokens
+    if not found:
+        raise RnnlmError(f"{source}: no sentences left after reading and tokenizing")
+
+
+def source_name(path: str | Path | None) -> str:
+    return SAMPLE_SOURCE if path is None else str(path)
+
+
+def format_of(path: str | Path | None, format: str | None) -> str:
+    """`format`, or else the file's by its suffix: csv for .csv, lines for anything else."""
+    if format is not None:
+        _check_choice("format", format, FORMATS, source_name(path))
+        return format
+    return "csv" if path is not None and Path(path).suffix.lower() == ".csv" else "lines"
+
+
+def read_text(path: str | Path | None, format: str, column: str, lowercase: bool) -> list[str]:
+    """The documents of a file, lowercased if asked (path None: the sample corpus)."""
+    if path is None:
+        resource = importlib.resources.files("rnnlm").joinpath("data/sample.txt")
+        text = decode_utf8(resource.read_bytes(), SAMPLE_SOURCE)
+        documents = _documents(text, format, column, SAMPLE_SOURCE)
+    else:
+        documents = read_documents(path, format, column)
+    return [document.lower() for document in documents] if lowercase else documents
 
 
 def read_documents(path: str | Path, format: str, column: str = "body") -> list[str]:
@@ -112,20 +148,28 @@ def read_documents(path: str | Path, format: str, column: str = "body") -> list[
     return _documents(decode_utf8(data, source), format, column, source)
 
 
-def split_sentences(documents: list[str], format: str) -> list[str]:
+def train_punkt(text: str) -> PunktParameters:
+    """A Punkt model of `text`, which learns its abbreviations (e.g. "e.g.").
+
+    One call on all the text: training piece by piece decides abbreviations on partial counts.
+    """
+    trainer = PunktTrainer()
+    trainer.train(text)
+    return trainer.get_params()
+
+
+def split_sentences(
+    documents: list[str], format: str, punkt: PunktParameters | None = None
+) -> list[str]:
     """Sentences, stripped: one per non-blank line for "lines", found by Punkt otherwise.
 
-    The Punkt model is trained on all the documents at once, so it learns this corpus's
-    abbreviations (e.g. "e.g.") instead of relying on a downloaded English model.
+    Without `punkt`, a Punkt model is trained on all the documents at once, so it learns this
+    corpus's abbreviations instead of relying on a downloaded English model.
     """
     _check_choice("format", format, FORMATS, "split_sentences")
     if format == "lines":
         return [line.strip() for doc in documents for line in doc.splitlines() if line.strip()]
-    trainer = PunktTrainer()
-    # One call on the joined text: training document by document decides abbreviations on
-    # partial counts.
-    trainer.train("\n\n".join(documents))
-    splitter = PunktSentenceTokenizer(trainer.get_params())
+    splitter = PunktSentenceTokenizer(punkt or train_punkt("\n\n".join(documents)))
     return [
         sentence.strip()
         for document in documents
@@ -216,3 +260,8 @@ def _csv_column(text: str, column: str, source: str) -> list[str]:
 def _shorten(text: str, limit: int = 40) -> str:
     text = _WHITESPACE_RUN.sub(" ", text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def text_lines(data: bytes, source: str) -> list[str]:
+    """The non-blank lines of a UTF-8 file, stripped: one text each (`rnnlm score --file`)."""
+    return [line.strip() for line in decode_utf8(data, source).splitlines() if line.strip()]

@@ -11,13 +11,55 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rnnlm.loading import open_model, read_like_training
 from rnnlm.model import Model
 
 REPORT_DISTANCES = (1, 5, 10, 20)
+
+
+def diagnose_models(
+    paths: Sequence[str | Path],
+    corpus: str | Path,
+    out: str | Path,
+    *,
+    count: int = 30,
+    max_distance: int = 20,
+    gradcheck: bool = False,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """`rnnlm diagnose`: per model, the gradient's decay over `count` sentences of `corpus`
+    (read as its training corpus was), a note and optionally a gradient check; one plot of
+    them all goes to `out`."""
+    results, labels = [], []
+    for path in paths:
+        model, ckpt = open_model(path, left_to_right="measure left-to-right gradient flow")
+        sentences = read_like_training(ckpt.config.data, corpus)
+        encoded = [ckpt.vocab.encode(tokens) for tokens in sentences]
+        picked = pick_sentences(encoded, count, max_distance, seed)
+        result = gradient_decay(model, picked, max_distance)
+        result["model"] = str(path)
+        result["note"] = note(result)
+        if gradcheck:
+            result["gradcheck"] = gradient_check(model, picked[0], seed=seed)
+        results.append(result)
+        labels.append(f"{Path(path).name} ({ckpt.config.model.cell})")
+    plot(results, labels, out)
+    return results
+
+
+def pick_sentences(
+    encoded: Sequence[np.ndarray], count: int, max_distance: int, seed: int
+) -> list[np.ndarray]:
+    """`count` sentences in a seeded random order, those long enough to measure every
+    distance up to `max_distance` first (all of them when none is)."""
+    order = np.random.default_rng(seed).permutation(len(encoded))
+    long = [encoded[i] for i in order if len(encoded[i]) > max_distance + 1]
+    return (long or [encoded[i] for i in order])[:count]
 
 
 def untruncated_float64(model: Model) -> Model:

@@ -131,6 +131,23 @@ def fail_together(comm: Comm) -> Iterator[None]:
         raise
 
 
+def share(comm: Comm, variables: list) -> None:
+    """Rank 0's values of these shared variables on every rank, bit for bit."""
+    for var in variables:
+        value = var.get_value()
+        comm.broadcast(value)
+        var.set_value(value)
+
+
+def anyone(comm: Comm, flag: bool) -> bool:
+    """Whether any rank's flag is up: all ranks stop at the same step, or none does."""
+    import numpy as np
+
+    votes = np.array([float(flag)])
+    comm.allreduce_sum(votes)
+    return bool(votes[0])
+
+
 def shard(columns: int, rank: int, size: int) -> slice:
     """Rank `rank`'s fixed, contiguous share of a batch's columns (sizes differ by at most 1).
 

@@ -10,27 +10,31 @@ sequence (SENTENCE_END then the next sentence's first word), carrying the state.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 
+from rnnlm import checkpoint
 from rnnlm.batches import length_batches, stream_batches, stream_ids
+from rnnlm.errors import RnnlmError
+from rnnlm.loading import open_model, read_like_training
+from rnnlm.terminal import TokenProgress
+from rnnlm.vocab import Vocabulary
 
 BATCH_SIZE = 64
 STREAM_BPTT = 100
 
 # progress(tokens, nll): called after each batch with its predicted tokens and their summed NLL.
-Progress = Callable[[int, float], None]
+BatchCallback = Callable[[int, float], None]
 
 
 def sentence_log_probs(
     model,
     sentences: Sequence[np.ndarray],
     mode: str = "sentence",
-    progress: Progress | None = None,
+    progress: BatchCallback | None = None,
 ) -> list[np.ndarray]:
     """For each encoded sentence, ln p of its predicted tokens (words, SENTENCE_END), float64.
 
@@ -60,42 +64,6 @@ def sentence_log_probs(
     return result
 
 
-class TokenProgress:
-    """A tqdm bar counting predicted tokens (so its rate is tokens/s), with the running
-    perplexity in its postfix; a `Progress` callback. Drawn only when `show`."""
-
-    def __init__(self, total: int, show: bool) -> None:
-        from tqdm import tqdm
-
-        self.tokens, self.nll = 0, 0.0
-        self.bar = tqdm(
-            total=total,
-            unit="tok",
-            unit_scale=True,
-            disable=not show,
-            file=sys.stderr,
-            leave=False,
-            dynamic_ncols=True,
-        )
-
-    @property
-    def perplexity(self) -> float:
-        return math.exp(min(self.nll / self.tokens, 700)) if self.tokens else math.nan
-
-    def __call__(self, tokens: int, nll: float) -> None:
-        self.tokens += tokens
-        self.nll += nll
-        # Drawn with the next refresh: tqdm limits redraws to a few per second.
-        self.bar.set_postfix_str(f"ppl={self.perplexity:.2f}", refresh=False)
-        self.bar.update(tokens)
-
-    def __enter__(self) -> TokenProgress:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.bar.close()
-
-
 @dataclass
 class Evaluation:
     """Totals over a corpus; every derived number is a property."""
@@ -103,10 +71,11 @@ class Evaluation:
     mode: str
     sentences: int
     tokens: int  # predicted: words + SENTENCE_END
-    unknown: int  # predicted tokens that were the unknown token
+    unknown: int  # predicted tokens that were unknown words (`Vocabulary.is_unknown`)
     nll: float  # -sum ln p, nats
     nll_unknown: float  # the part of `nll` spent on unknown tokens
     interval: tuple[float, float] | None = None  # bootstrap 95 % interval of the perplexity
+    unknown_token: str | None = None  # what unknown words were predicted as
 
     @property
     def cross_entropy(self) -> float:
@@ -135,13 +104,13 @@ class Evaluation:
 def summarize(
     sentences: Sequence[np.ndarray],
     log_probs: Sequence[np.ndarray],
-    unknown_id: int,
+    vocab: Vocabulary,
     mode: str,
     bootstrap: int = 0,
     seed: int = 0,
 ) -> Evaluation:
     """Totals over the corpus, and a bootstrap interval when `bootstrap` > 0."""
-    is_unknown = [s[1:] == unknown_id for s in sentences]
+    is_unknown = [vocab.is_unknown(s[1:]) for s in sentences]
     nll = np.array([-lp.sum() for lp in log_probs])
     counts = np.array([len(lp) for lp in log_probs])
     result = Evaluation(
@@ -156,6 +125,29 @@ def summarize(
     )
     if bootstrap:
         result.interval = bootstrap_interval(nll, counts, bootstrap, seed)
+    return result
+
+
+def evaluate_corpus(
+    path: str | Path,
+    corpus: str | Path,
+    *,
+    format: str | None = None,
+    column: str | None = None,
+    mode: str = "sentence",
+    bootstrap: int = 0,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> Evaluation:
+    """`rnnlm eval`: the language model in `path` on `corpus`, read as its training corpus
+    was (see `read_like_training`); a bar of tokens on stderr when `show_progress`."""
+    model, ckpt = open_model(path, left_to_right="report a perplexity")
+    sentences = read_like_training(ckpt.config.data, corpus, format, column)
+    encoded = [ckpt.vocab.encode(tokens) for tokens in sentences]
+    with TokenProgress(sum(len(s) - 1 for s in encoded), show_progress) as progress:
+        log_probs = sentence_log_probs(model, encoded, mode, progress=progress)
+    result = summarize(encoded, log_probs, ckpt.vocab, mode, bootstrap, seed)
+    result.unknown_token = ckpt.vocab.unknown
     return result
 
 
@@ -179,6 +171,7 @@ class Comparison:
     interval: tuple[float, float]  # 95 % interval of perplexity_b - perplexity_a
     p_value: float  # share of resamples in which the better model is not better
     samples: int
+    sentences: int = 0  # resampled, each with all its tokens
 
     @property
     def p_text(self) -> str:
@@ -193,12 +186,46 @@ class Comparison:
             return f"no significant difference ({self.p_text})"
         if 1 / self.samples > 0.05:
             # Too few resamples to put p below 0.05, even when none of them disagrees.
-            return f"too few resamples for a verdict ({self.p_text}): use --samples 100 or more"
+            return f"too few resamples for a verdict ({self.p_text}): take 100 or more"
         better = "A" if self.perplexity_a < self.perplexity_b else "B"
         return f"model {better} is better ({self.p_text})"
 
     def to_dict(self) -> dict:
         return {**asdict(self), "verdict": self.verdict}
+
+
+def compare_models(
+    paths: Sequence[str | Path],
+    corpus: str | Path,
+    mode: str = "sentence",
+    samples: int = 1000,
+    seed: int = 0,
+) -> Comparison:
+    """`rnnlm compare`: models A and B (`paths`) scored on the same sentences of `corpus`,
+    read as A's training corpus was, then a paired bootstrap."""
+    loaded = [open_model(path, left_to_right="report a perplexity") for path in paths]
+    check_comparable([ckpt for _, ckpt in loaded])
+    sentences = read_like_training(loaded[0][1].config.data, corpus)
+    nll = []
+    for model, ckpt in loaded:
+        encoded = [ckpt.vocab.encode(tokens) for tokens in sentences]
+        nll.append(np.array([-lp.sum() for lp in sentence_log_probs(model, encoded, mode)]))
+    counts = np.array([len(tokens) + 1 for tokens in sentences])
+    return paired_bootstrap(nll[0], nll[1], counts, samples, seed)
+
+
+def check_comparable(ckpts: Sequence[checkpoint.Checkpoint]) -> None:
+    """Perplexities compare only between models that tokenize alike, on the same vocabulary."""
+    data = [ckpt.config.data for ckpt in ckpts]
+    if len({(d.level, d.lowercase) for d in data}) > 1:
+        raise RnnlmError("the two models tokenize text differently: their scores do not compare")
+    words = [set(ckpt.vocab.words) for ckpt in ckpts]
+    if any(w != words[0] for w in words):
+        # A word one model knows is an unknown token to the other: different prediction tasks.
+        raise RnnlmError(
+            f"the two models have different vocabularies ({len(words[0])} and {len(words[1])} "
+            f"tokens, {len(words[0] ^ words[1])} in only one): their perplexities do not compare"
+        )
 
 
 def paired_bootstrap(
@@ -225,4 +252,4 @@ def paired_bootstrap(
         flips = (ppl_a >= ppl_b) if point_a < point_b else (ppl_b >= ppl_a)
         p_value = float(flips.mean())
     low, high = np.percentile(ppl_b - ppl_a, [2.5, 97.5])
-    return Comparison(point_a, point_b, (float(low), float(high)), p_value, samples)
+    return Comparison(point_a, point_b, (float(low), float(high)), p_value, samples, len(counts))

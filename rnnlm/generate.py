@@ -1,16 +1,23 @@
-"""Sampling and scoring on a trained model's compiled functions."""
+"""Sampling, filling a blank and scoring on a trained model's compiled functions.
+
+`sample_from`, `fill_in` and `score_texts` do what the commands of the same names do, from a
+model file; `sample`, `fill` and `score` work on a model already built.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from rnnlm.errors import RnnlmError
-from rnnlm.evaluate import Progress, sentence_log_probs
+from rnnlm.errors import RnnlmError, SettingError
+from rnnlm.evaluate import BatchCallback, sentence_log_probs
+from rnnlm.loading import open_model, tokenize_like_training
 from rnnlm.model import Model
+from rnnlm.terminal import TokenProgress
 from rnnlm.vocab import Vocabulary
 
 MIN_TEMPERATURE = 1e-3  # below it, logits / T overflows float64
@@ -39,13 +46,20 @@ def sample(
     at `max_length` words.
     """
     if not MIN_TEMPERATURE <= temperature < math.inf:
-        raise RnnlmError(
-            f"--temperature must be at least {MIN_TEMPERATURE} (for the likeliest word, --greedy)"
+        raise SettingError(
+            f"the temperature must be a number of at least {MIN_TEMPERATURE}; for the "
+            "likeliest word, use",
+            {"greedy": None},
         )
     if not 1 <= min_length <= max_length:
-        raise RnnlmError("need 1 <= --min-length <= --max-length")
+        raise SettingError(
+            "a sentence's minimum length must be at least 1 and at most its maximum:",
+            {"min_length": None, "max_length": None},
+        )
     if len(prompt) >= max_length:
-        raise RnnlmError("the prompt is already --max-length words long")
+        raise SettingError(
+            "the prompt is already as long as a sentence may be:", {"max_length": None}
+        )
     states = model.initial_states(n)
     sentences: list[list[tuple[str, float]]] = [[] for _ in range(n)]
     forced = [vocab.start_id, *vocab.ids(prompt)]
@@ -129,7 +143,7 @@ def score(
     texts: Sequence[str],
     sentences: Sequence[Sequence[str]],
     mode: str = "sentence",
-    progress: Progress | None = None,
+    progress: BatchCallback | None = None,
 ) -> list[SentenceScore]:
     """Score tokenized sentences (without markers): each alone, or in stream mode as one text."""
     for text, tokens in zip(texts, sentences, strict=True):
@@ -138,10 +152,8 @@ def score(
     encoded = [vocab.encode(tokens) for tokens in sentences]
     log_probs = sentence_log_probs(model, encoded, mode, progress)
     return [
-        SentenceScore(
-            text, [*tokens, vocab.end], lp.tolist(), [t not in vocab for t in tokens] + [False]
-        )
-        for text, tokens, lp in zip(texts, sentences, log_probs, strict=True)
+        SentenceScore(text, [*tokens, vocab.end], lp.tolist(), vocab.is_unknown(ids[1:]).tolist())
+        for text, tokens, ids, lp in zip(texts, sentences, encoded, log_probs, strict=True)
     ]
 
 
@@ -172,3 +184,67 @@ def fill(
     skip = {vocab.start_id, vocab.end_id, vocab.unknown_id}
     order = [i for i in np.argsort(-probs) if i not in skip][:top_k]
     return [(vocab.words[i], float(probs[i])) for i in order]
+
+
+def split_blank(text: str, tokenize) -> list[str]:
+    """The tokens of `text` with its blanks kept whole (the tokenizer would split `___`)."""
+    tokens: list[str] = []
+    for i, part in enumerate(text.split(BLANK)):
+        if i:
+            tokens.append(BLANK)
+        tokens += tokenize(part)
+    return tokens
+
+
+# -- from a model file: what the commands do -------------------------------------------------
+
+
+@dataclass
+class Sampled:
+    text: str  # the tokens joined as the training text was (no spaces between characters)
+    tokens: list[tuple[str, float]]  # each with the probability the model gave it
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "tokens": [{"token": t, "prob": p} for t, p in self.tokens]}
+
+
+def sample_from(
+    path: str | Path, n: int, prompt: str = "", seed: int | None = None, **options
+) -> list[Sampled]:
+    """`n` sentences from the language model in `path`; `prompt` is text, tokenized as the
+    training corpus was; `options` are `sample`'s."""
+    model, ckpt = open_model(path, left_to_right="sample left to right")
+    data = ckpt.config.data
+    tokens = tokenize_like_training(data, prompt)
+    drawn = sample(model, ckpt.vocab, np.random.default_rng(seed), n, prompt=tokens, **options)
+    joiner = "" if data.level == "char" else " "
+    return [Sampled(joiner.join(token for token, _ in s), s) for s in drawn]
+
+
+def fill_in(path: str | Path, text: str, top_k: int = 10) -> list[tuple[str, float]]:
+    """The likeliest words for the blank in `text`, by the model in `path`."""
+    model, ckpt = open_model(path)
+    tokens = split_blank(text, lambda part: tokenize_like_training(ckpt.config.data, part))
+    return fill(model, ckpt.vocab, tokens, top_k)
+
+
+@dataclass
+class Scores:
+    sentences: list[SentenceScore]
+    unknown: str  # the token unknown words are predicted as
+
+    @property
+    def corpus_perplexity(self) -> float:
+        return corpus_perplexity(self.sentences)
+
+
+def score_texts(
+    path: str | Path, texts: Sequence[str], mode: str = "sentence", show_progress: bool = False
+) -> Scores:
+    """Each text scored as one sentence by the language model in `path`, tokenized as the
+    training corpus was; a bar of tokens on stderr when `show_progress`."""
+    model, ckpt = open_model(path, left_to_right="score sentences")
+    tokens = [tokenize_like_training(ckpt.config.data, text) for text in texts]
+    with TokenProgress(sum(len(t) + 1 for t in tokens), show_progress) as progress:
+        scores = score(model, ckpt.vocab, texts, tokens, mode, progress=progress)
+    return Scores(scores, ckpt.vocab.unknown)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnlm import checkpoint
 from rnnlm.checkpoint import Checkpoint, read_npz
 from rnnlm.config import Config, DataConfig, ModelConfig, TrainConfig
 from rnnlm.corpus import load_corpus
@@ -58,7 +59,7 @@ def tutorial_vocabulary(csv_path: str | Path, vocab_size: int = 8000) -> Vocabul
         raise RnnlmError(
             f"vocabulary size must be at least {MIN_VOCABULARY_SIZE}, got {vocab_size}"
         )
-    sentences = load_corpus(csv_path, format="csv", column="body").sentences
+    sentences = load_corpus(csv_path, DataConfig(format="csv", column="body")).sentences
     counts = count_tokens(sentences)
     # Every token once, in order of first occurrence in the marker-wrapped token stream.
     first_seen: dict[str, None] = {}
@@ -87,6 +88,16 @@ def tutorial_vocabulary(csv_path: str | Path, vocab_size: int = 8000) -> Vocabul
         UNKNOWN_TOKEN,
     )
     return Vocabulary(words=(*kept, UNKNOWN_TOKEN), counts=(*kept_counts, unknown_count))
+
+
+def import_tutorial_file(
+    npz_path: str | Path, vocab_corpus: str | Path, vocab_size: int, out: str | Path
+) -> Vocabulary:
+    """`rnnlm import-tutorial`: the tutorial's model file as a checkpoint in `out`, its
+    vocabulary rebuilt from the CSV it was trained on; returns that vocabulary."""
+    vocab = tutorial_vocabulary(vocab_corpus, vocab_size)
+    checkpoint.save(out, import_tutorial(npz_path, vocab, corpus=vocab_corpus))
+    return vocab
 
 
 def import_tutorial(

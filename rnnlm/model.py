@@ -79,7 +79,11 @@ def masked(step: Callable, n_states: int, probed: bool = False) -> Callable:
 
 
 class Model:
-    """A compiled-on-demand RNN language model over shared parameters."""
+    """A compiled-on-demand RNN language model over shared parameters.
+
+    `config.bptt_truncate` None (the training mode's default, see `ModelConfig.for_mode`)
+    is decided here as sentence mode decides it; a trainer passes the value already decided.
+    """
 
     def __init__(
         self,
@@ -88,7 +92,7 @@ class Model:
         seed: int = 0,
         compile_mode: str | None = None,
     ) -> None:
-        self.config = config
+        self.config = config = config.for_mode("sentence")
         self.cell = CELLS[config.cell]
         # Compiles both the functions and the scans' inner graphs (None: the flags' mode).
         self.compile_mode = backend.get_mode(compile_mode)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from rnnlm.config import Config, DataConfig
-from rnnlm.errors import RnnlmError
+from rnnlm.errors import RnnlmError, SettingError
 from rnnlm.vocab import Vocabulary
 
 FORMAT = "rnnlm-prepared"
@@ -234,10 +234,10 @@ def with_prepared_data(config: Config, given: Mapping[str, Any] | None = None) -
         return config
     clash = [key for key in TOKENIZATION_KEYS + VOCABULARY_KEYS if key in (given or {})]
     if clash:
-        flags = ", ".join("--" + key.replace("_", "-") for key in clash)
-        raise RnnlmError(
-            f"--data {folder} brings its own corpus, tokenization and vocabulary; drop {flags} "
-            "(or run `rnnlm prepare` again with them)"
+        raise SettingError(
+            f"the prepared folder {folder} brings its own corpus, tokenization and vocabulary "
+            "(run `rnnlm prepare` again to change them); drop",
+            dict.fromkeys(f"data.{key}" for key in clash),
         )
     _, stored = read_index(folder)
     data = dataclasses.replace(

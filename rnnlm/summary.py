@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from rnnlm import checkpoint
-from rnnlm.architecture import param_shapes
+from rnnlm.architecture import param_shapes, parameter_count
 from rnnlm.errors import RnnlmError
-from rnnlm.train import metrics_path
+from rnnlm.runfiles import metrics_path, perplexity, record_loss
 
 
 def numeric(value: Any) -> int | float | None:
@@ -44,7 +43,7 @@ def describe(path: str | Path, words: int = 10) -> dict[str, Any]:
         "hidden_size": model.hidden_size,
         "embedding_size": model.embedding_size,
         "bidirectional": model.bidirectional,
-        "parameters": sum(math.prod(shape) for shape in param_shapes(model).values()),
+        "parameters": parameter_count(model),
         "parameter_shapes": {name: list(shape) for name, shape in param_shapes(model).items()},
         "vocab_size": len(vocab),
         "level": ckpt.config.data.level,
@@ -71,7 +70,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         if not (
             isinstance(record, dict)
             and isinstance(record.get("step"), int)
-            and numeric(record.get("loss")) is not None
+            and numeric(record_loss(record)[1]) is not None
         ):
             raise RnnlmError(f"{path}: line {number} is not an evaluation record")
         records.append(record)
@@ -79,15 +78,21 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def metrics_summary(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """First, last and best loss, named as the records name it: `loss` (with the best
+    perplexity) for a language model, `fill_loss` (never a perplexity) for a fill-in one."""
     if not records:
         return None
-    best = min(records, key=lambda r: r["loss"])
-    return {
+    name, _ = record_loss(records[-1])
+    best = min(records, key=lambda r: record_loss(r)[1])
+    summary = {
         "evaluations": len(records),
-        "first_loss": records[0]["loss"],
-        "last_loss": records[-1]["loss"],
-        "best_loss": best["loss"],
-        "best_perplexity": math.exp(min(best["loss"], 700)),
+        f"first_{name}": record_loss(records[0])[1],
+        f"last_{name}": record_loss(records[-1])[1],
+        f"best_{name}": record_loss(best)[1],
+    }
+    if name == "loss":
+        summary["best_perplexity"] = perplexity(best["loss"])
+    return summary | {
         "best_step": best["step"],
         "tokens_seen": records[-1].get("tokens_seen"),
         "wall_s": records[-1].get("wall_s"),
@@ -111,8 +116,20 @@ def find_metrics(run: str | Path) -> Path:
     return path
 
 
+def plot_run(run: str | Path, out: str | Path) -> dict[str, Any]:
+    """`rnnlm plot`: the learning curves of a run as a PNG, and a summary of its metrics."""
+    metrics = find_metrics(run)
+    records = read_metrics(metrics)
+    if not records:
+        raise RnnlmError(f"{metrics} holds no evaluations yet")
+    plot_curves(records, out, metrics.name)
+    summary = {"out": str(out), "metrics": str(metrics), "points": len(records)}
+    return summary | metrics_summary(records)
+
+
 def plot_curves(records: list[dict[str, Any]], out: str | Path, title: str) -> None:
-    """Train and evaluation perplexity against tokens seen, learning rate below, as a PNG."""
+    """Train and evaluation perplexity (a fill-in model: its loss) against tokens seen,
+    learning rate below, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,22 +142,29 @@ def plot_curves(records: list[dict[str, Any]], out: str | Path, title: str) -> N
     figure, (top, bottom) = plt.subplots(
         2, 1, figsize=(8, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
+    name, _ = record_loss(records[-1])
+    language_model = name == "loss"
+
+    def shown(loss: float) -> float:
+        return perplexity(loss) if language_model else loss
+
     trained = [
-        (t, math.exp(min(r["train_loss"], 700)))
+        (t, shown(r[f"train_{name}"]))
         for t, r in zip(tokens, records, strict=True)
-        if numeric(r.get("train_loss")) is not None
+        if numeric(r.get(f"train_{name}")) is not None
     ]
     if trained:
         top.plot(*zip(*trained, strict=True), marker=".", label="train (running)")
     measured_on = {"valid": "validation", "train-sample": "evaluation (training sample)"}
     top.plot(
         tokens,
-        [math.exp(min(r["loss"], 700)) for r in records],
+        [shown(record_loss(r)[1]) for r in records],
         marker="o",
         label=measured_on.get(records[-1].get("eval_set"), "evaluation"),
     )
-    top.set_yscale("log")
-    top.set_ylabel("perplexity")
+    if language_model:
+        top.set_yscale("log")
+    top.set_ylabel("perplexity" if language_model else "fill-in loss (nats per word)")
     top.set_title(title)
     top.grid(True, which="both", alpha=0.3)
     top.legend()

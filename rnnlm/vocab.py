@@ -99,12 +99,28 @@ class Vocabulary:
 
     def encode(self, tokens: Sequence[str]) -> np.ndarray:
         """int32 ids of one sentence wrapped in markers: [start_id, ids..., end_id]."""
-        body = self.ids(tokens)
-        out = np.empty(len(body) + 2, dtype=np.int32)
-        out[0] = self.start_id
-        out[1:-1] = body
-        out[-1] = self.end_id
-        return out
+        ids, _ = self.encode_flat(self.ids(tokens), np.array([len(tokens)]))
+        return ids
+
+    def encode_flat(self, ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sentences of ids without markers, back to back, `lengths[k]` ids each -> the same
+        sentences wrapped in markers, back to back (int32), and int64 offsets: sentence k is
+        out[offsets[k] : offsets[k + 1]]. The one place markers are added."""
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(np.asarray(lengths, dtype=np.int64) + 2, out=offsets[1:])
+        out = np.empty(offsets[-1], dtype=np.int32)
+        markers = np.zeros(len(out), dtype=bool)
+        markers[offsets[:-1]] = markers[offsets[1:] - 1] = True
+        out[offsets[:-1]] = self.start_id
+        out[offsets[1:] - 1] = self.end_id
+        out[~markers] = ids
+        return out, offsets
+
+    def is_unknown(self, ids: np.ndarray) -> np.ndarray:
+        """Which ids count as unknown words: those of the unknown token, which every word
+        outside the vocabulary maps to and which may be a word of the corpus itself (PTB's
+        <unk>). `score` and `eval` count unknown words by this one rule."""
+        return np.asarray(ids) == self.unknown_id
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         """Tokens for `ids`, markers included; an id outside [0, len) raises IndexError."""
@@ -168,9 +184,14 @@ def count_tokens(sentences: Iterable[Sequence[str]]) -> collections.Counter[str]
     for sentence in sentences:
         counts.update(sentence)
         num_sentences += 1
-    if num_sentences:
-        counts[SENTENCE_START] += num_sentences
-        counts[SENTENCE_END] += num_sentences
+    return with_markers(counts, num_sentences)
+
+
+def with_markers(counts: collections.Counter[str], sentences: int) -> collections.Counter[str]:
+    """`counts` plus one SENTENCE_START and one SENTENCE_END for each of `sentences`."""
+    if sentences:
+        counts[SENTENCE_START] += sentences
+        counts[SENTENCE_END] += sentences
     return counts
 
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -295,6 +296,43 @@ def test_version():
     assert __version__ in result.stdout
 
 
+# Every command's --help, in one fresh interpreter, then the modules it holds.
+HELP_ONLY = """
+import sys
+from rnnlm.cli import main
+for name in [None, *main.commands]:
+    try:
+        main([name, "--help"] if name else ["--help"])
+    except SystemExit as done:
+        assert done.code == 0, (name, done.code)
+heavy = ("aesara", "pytensor", "rnnlm.backend", "rnnlm.model", "numpy")
+print(",".join(sorted(m for m in heavy if m in sys.modules)))
+"""
+
+
+def test_the_command_line_and_every_help_start_without_the_tensor_library():
+    imported = subprocess.run(
+        [sys.executable, "-c", "import sys, rnnlm.cli; print(sorted(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for heavy in ("aesara", "pytensor", "rnnlm.backend"):
+        assert f"'{heavy}'" not in imported
+    helped = subprocess.run(
+        [sys.executable, "-c", HELP_ONLY], capture_output=True, text=True, check=True
+    )
+    assert helped.stdout.count("Usage: ") == 1 + len(main.commands)
+    assert helped.stdout.splitlines()[-1] == ""  # none of them imported
+
+
+def test_every_option_has_help_text():
+    for command in main.commands.values():
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name != "help":
+                assert param.help, f"{command.name} {param.opts}"
+
+
 @pytest.mark.parametrize("command", [[], *([name] for name in main.commands)], ids=str)
 def test_every_command_has_help(command):
     result = run(*command, "--help")
@@ -363,10 +401,11 @@ def test_train_rejects_a_bad_setting_naming_it(corpus, option, value, key):
     assert_one_line_error(train_on(corpus, option, value), key)
 
 
-def test_train_into_a_missing_folder(corpus, tmp_path):
-    out = tmp_path / "no" / "such" / "folder" / "m.npz"
+def test_train_into_a_folder_that_cannot_be_made(corpus, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder\n")
+    out = tmp_path / "a-file" / "folder" / "m.npz"
     result = run("train", "--corpus", corpus, "--hidden-size", 8, "--epochs", 1, "--out", out)
-    assert_one_line_error(result, "folder")
+    assert_one_line_error(result, "cannot create the output folder", "a-file")
     assert not out.parent.exists()
 
 

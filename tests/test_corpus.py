@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from rnnlm.config import DataConfig
 from rnnlm.corpus import load_corpus, read_documents, split_sentences, tokenize
 from rnnlm.errors import RnnlmError
 
@@ -38,12 +39,12 @@ def test_csv_format_reads_the_body_column(tmp_path):
 
 def test_csv_column_option_picks_another_column(tmp_path):
     path = write(tmp_path, "c.csv", "title,body\nHello there,Ignored text\n")
-    assert load_corpus(path, column="title").sentences == [["hello", "there"]]
+    assert load_corpus(path, DataConfig(column="title")).sentences == [["hello", "there"]]
 
 
 def test_format_option_overrides_the_suffix(tmp_path):
     path = write(tmp_path, "c.txt", "body\nThe cat sat.\n")
-    assert load_corpus(path, format="csv").sentences == [["the", "cat", "sat", "."]]
+    assert load_corpus(path, DataConfig(format="csv")).sentences == [["the", "cat", "sat", "."]]
 
 
 def test_missing_column_error_lists_the_columns(tmp_path):
@@ -81,7 +82,7 @@ def test_csv_accepts_fields_larger_than_the_default_limit(tmp_path):
 
 def test_prose_is_split_into_sentences_by_trained_punkt(tmp_path):
     path = write(tmp_path, "story.txt", PARAGRAPH)
-    corpus = load_corpus(path, format="prose")
+    corpus = load_corpus(path, DataConfig(format="prose"))
     assert len(corpus.sentences) == 6
     assert corpus.sentences[-1] == ["then", "he", "made", "tea", "."]
 
@@ -120,7 +121,7 @@ def test_utf8_bom_is_stripped(tmp_path):
 
 def test_lowercase_can_be_turned_off(tmp_path):
     path = write(tmp_path, "c.txt", "The Cat sat.\n")
-    assert load_corpus(path, lowercase=False).sentences == [["The", "Cat", "sat", "."]]
+    assert load_corpus(path, DataConfig(lowercase=False)).sentences == [["The", "Cat", "sat", "."]]
 
 
 def test_char_level_collapses_whitespace():
@@ -129,15 +130,15 @@ def test_char_level_collapses_whitespace():
 
 def test_char_level_corpus(tmp_path):
     path = write(tmp_path, "c.txt", "ab c\n")
-    assert load_corpus(path, level="char").sentences == [["a", "b", " ", "c"]]
+    assert load_corpus(path, DataConfig(level="char")).sentences == [["a", "b", " ", "c"]]
 
 
 def test_unknown_format_and_level_are_errors(tmp_path):
     path = write(tmp_path, "c.txt", "hello\n")
     with pytest.raises(RnnlmError, match="format 'tsv'"):
-        load_corpus(path, format="tsv")
+        load_corpus(path, DataConfig(format="tsv"))
     with pytest.raises(RnnlmError, match="level 'byte'"):
-        load_corpus(path, level="byte")
+        load_corpus(path, DataConfig(level="byte"))
 
 
 def test_no_sentences_left_is_an_error(tmp_path):

@@ -20,9 +20,11 @@ import pytest
 
 from rnnlm import checkpoint, distributed
 from rnnlm.config import Config, load_config
+from rnnlm.data import load_training_data
 from rnnlm.distributed import LocalComm, shard
 from rnnlm.errors import RnnlmError
-from rnnlm.train import Trainer, metrics_path, prepare_data
+from rnnlm.runfiles import metrics_path
+from rnnlm.train import Trainer
 
 HERE = Path(__file__).resolve().parent
 RTOL = 1e-10  # float64: only the order of the sums differs
@@ -274,7 +276,7 @@ def test_mpirun_rnnlm_train_distributed_writes_one_checkpoint_as_one_process_wou
     config = dataclasses.replace(
         saved.config, train=dataclasses.replace(saved.config.train, distributed=False)
     )
-    alone = Trainer(config, prepare_data(config), tmp_path / "alone.npz").run()
+    alone = Trainer(config, load_training_data(config), tmp_path / "alone.npz").run()
     assert alone["steps"] == summary["steps"]
     assert [r["loss"] for r in alone["history"]] == pytest.approx(
         [r["loss"] for r in summary["history"]], rel=RTOL

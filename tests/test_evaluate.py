@@ -51,7 +51,7 @@ def test_stream_mode_carries_the_state_into_the_next_sentence(model, vocab):
 def test_unknown_words_are_counted_and_can_be_left_out(model, vocab):
     sentences = encode(vocab, ["the zebra sat .", "a cat ran ."])  # "zebra" is unknown
     log_probs = sentence_log_probs(model, sentences)
-    result = summarize(sentences, log_probs, vocab.unknown_id, "sentence")
+    result = summarize(sentences, log_probs, vocab, "sentence")
     assert result.tokens == 4 + 1 + 4 + 1  # words + SENTENCE_END, never SENTENCE_START
     assert result.unknown == 1
     zebra = -log_probs[0][1]

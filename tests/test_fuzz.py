@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, assume, currently_in_test_context, event, gi
 from hypothesis import strategies as st
 
 from rnnlm.cli import main
+from rnnlm.config import DataConfig
 from rnnlm.corpus import FORMATS, LEVELS, Corpus, load_corpus, tokenize
 from rnnlm.errors import RnnlmError
 
@@ -136,7 +137,7 @@ def assert_well_formed(corpus, level):
 def load_or_refuse(path, **options):
     """load_corpus's result, or None when it refused with a one-line RnnlmError."""
     try:
-        corpus = load_corpus(path, **options)
+        corpus = load_corpus(path, DataConfig(**options))
     except RnnlmError as error:
         message = str(error)
         note_outcome(f"refused: {message.split(': ', 1)[-1][:30]}")
@@ -360,6 +361,13 @@ def test_score_an_argument_that_was_not_utf8(model):
 # -- train ------------------------------------------------------------------------------------
 
 
+def unmakeable(workdir):
+    """A folder `rnnlm train --out` cannot create: its parent is a file."""
+    blocker = workdir / "a-file"
+    blocker.write_text("not a folder\n")
+    return blocker / "run"
+
+
 @settings(FUZZ, max_examples=30)
 @given(
     data=corpus_bytes,
@@ -369,15 +377,15 @@ def test_score_an_argument_that_was_not_utf8(model):
 )
 def test_train_fuzzed_corpus_up_to_the_model(workdir, fuzz_dir, data, format, level, split):
     """Everything before compiling (read, tokenize, vocabulary, split) on a fuzzed corpus;
-    an output folder that does not exist stops each run just before the model is built."""
+    an output folder that cannot be made stops each run just before the model is built."""
     path = write(fuzz_dir, data)
     result = run(
         "train", "--corpus", path, "--format", format, "--level", level, "--vocab-size", 20,
-        "--hidden-size", 4, "--epochs", 1, *split, "--out", workdir / "missing" / "m.npz",
+        "--hidden-size", 4, "--epochs", 1, *split, "--out", unmakeable(workdir) / "m.npz",
     )  # fmt: skip
     message = assert_clean_exit(result)
     assert result.exit_code == 1
-    expected = (str(path), "output folder does not exist", "valid_fraction")
+    expected = (str(path), "cannot create the output folder", "valid_fraction")
     assert any(fragment in message for fragment in expected), message
 
 
@@ -451,11 +459,11 @@ def as_float(value):
 def test_train_fuzzed_numeric_options(workdir, tiny, options):
     """Validation of every numeric training option, up to the model (see above)."""
     args = [item for pair in options.items() for item in pair]
-    result = run("train", "--corpus", tiny, *args, "--out", workdir / "missing" / "m.npz")
+    result = run("train", "--corpus", tiny, *args, "--out", unmakeable(workdir) / "m.npz")
     message = assert_clean_exit(result)
     assert result.exit_code in (1, 2)
     if result.exit_code == 1:
-        expected = ("bad config value for", "output folder does not exist", "valid_fraction")
+        expected = ("bad config value for", "cannot create the output folder", "valid_fraction")
         assert any(fragment in message for fragment in expected), message
 
 

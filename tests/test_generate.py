@@ -12,9 +12,10 @@ from rnnlm import checkpoint
 from rnnlm.cli import main
 from rnnlm.config import Config, DataConfig, ModelConfig
 from rnnlm.errors import RnnlmError
-from rnnlm.evaluate import BATCH_SIZE, TokenProgress
+from rnnlm.evaluate import BATCH_SIZE
 from rnnlm.generate import corpus_perplexity, sample, score
 from rnnlm.model import Model
+from rnnlm.terminal import TokenProgress
 from rnnlm.vocab import build_vocabulary, count_tokens
 
 CORPUS = [
@@ -104,7 +105,7 @@ def test_sample_rejects_a_nan_temperature(model, vocab):
 
 
 def test_sample_rejects_min_length_above_max_length(model, vocab):
-    with pytest.raises(RnnlmError, match="min-length"):
+    with pytest.raises(RnnlmError, match="min_length"):
         draw(model, vocab, min_length=5, max_length=4)
 
 

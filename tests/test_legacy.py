@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rnnlm import checkpoint
+from rnnlm.config import DataConfig
 from rnnlm.corpus import load_corpus
 from rnnlm.errors import RnnlmError
 from rnnlm.legacy import import_tutorial, tutorial_vocabulary
@@ -130,7 +131,7 @@ def test_tutorial_file_puts_sentence_end_at_id_1():
 
 def test_prefix_vocabulary_layout(prefix_vocab):
     vocab = prefix_vocab
-    sentences = load_corpus(PREFIX_CSV, format="csv", column="body").sentences
+    sentences = load_corpus(PREFIX_CSV, DataConfig(format="csv", column="body")).sentences
     distinct = len({token for sentence in sentences for token in sentence}) + 2  # + markers
     assert len(vocab) == min(8000, distinct + 1)
     assert vocab.words[-1] == UNKNOWN_TOKEN
@@ -143,7 +144,7 @@ def test_prefix_vocabulary_layout(prefix_vocab):
 
 def test_prefix_vocabulary_is_freqdist_most_common(prefix_vocab):
     """The tutorial's own call on the same sentences gives the same words in the same order."""
-    sentences = load_corpus(PREFIX_CSV, format="csv", column="body").sentences
+    sentences = load_corpus(PREFIX_CSV, DataConfig(format="csv", column="body")).sentences
     wrapped = ([SENTENCE_START, *sentence, SENTENCE_END] for sentence in sentences)
     freq = nltk.FreqDist(itertools.chain.from_iterable(wrapped))
     assert list(prefix_vocab.words) == [w for w, _ in freq.most_common(7999)] + [UNKNOWN_TOKEN]

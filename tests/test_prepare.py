@@ -20,10 +20,11 @@ from rnnlm import checkpoint, shards
 from rnnlm.cli import main
 from rnnlm.config import Config, DataConfig, ModelConfig, TrainConfig
 from rnnlm.corpus import load_corpus
+from rnnlm.data import load_training_data
 from rnnlm.errors import RnnlmError
-from rnnlm.prepare import DEFAULT_PUNKT_SAMPLE, _Runner, sample_shares
+from rnnlm.executor import Runner
+from rnnlm.prepare import DEFAULT_PUNKT_SAMPLE, sample_shares
 from rnnlm.shards import ShardedSentences, open_prepared
-from rnnlm.train import prepare_data
 from rnnlm.vocab import build_vocabulary, count_tokens
 
 try:
@@ -49,8 +50,8 @@ def assert_ok(result):
     assert result.exception is None
 
 
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 1, result.output
+def assert_one_line_error(result, *fragments, code=1):
+    assert result.exit_code == code, result.output
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()
@@ -257,7 +258,7 @@ def test_training_on_prepared_data_equals_training_on_the_corpus(dump, tmp_path)
 def test_a_validation_fraction_splits_the_prepared_sentences(one_process):
     folder, _ = one_process
     stored = open_prepared(folder)
-    prepared = prepare_data(tiny_config(prepared=str(folder), valid_fraction=0.25))
+    prepared = load_training_data(tiny_config(prepared=str(folder), valid_fraction=0.25))
     assert len(prepared.valid) == int(len(stored.sentences) * 0.25)
     assert len(prepared.valid) + len(prepared.sentences) == len(stored.sentences)
     every = sorted(s.tobytes() for part in (prepared.valid, prepared.sentences) for s in part)
@@ -266,7 +267,7 @@ def test_a_validation_fraction_splits_the_prepared_sentences(one_process):
 
 def test_a_validation_file_is_read_like_the_prepared_corpus(dump, one_process):
     folder, _ = one_process
-    prepared = prepare_data(tiny_config(prepared=str(folder), valid=str(dump / "part-0.csv")))
+    prepared = load_training_data(tiny_config(prepared=str(folder), valid=str(dump / "part-0.csv")))
     direct = load_corpus(dump / "part-0.csv").sentences
     assert [s.tolist() for s in prepared.valid] == [
         prepared.vocab.encode(t).tolist() for t in direct
@@ -277,7 +278,7 @@ def test_resuming_with_a_folder_prepared_again_is_refused(one_process, dump):
     folder, _ = one_process
     other = build_vocabulary(count_tokens(load_corpus(dump / "part-0.csv").sentences), 10)
     with pytest.raises(RnnlmError, match="prepared again"):
-        prepare_data(tiny_config(prepared=str(folder)), vocab=other)
+        load_training_data(tiny_config(prepared=str(folder)), vocab=other)
 
 
 # -- bad input ------------------------------------------------------------------------------
@@ -326,7 +327,7 @@ def test_workers_that_keep_dying_are_a_one_line_error():
         def result(self):
             raise KilledWorker("tokenize_file-1234", None, 3)
 
-    runner = _Runner(Client(), show_progress=False)
+    runner = Runner(Client(), show_progress=False)
     with pytest.raises(RnnlmError, match="kept dying while running tokenize_file-1234"):
         runner.result(Dying())
 
@@ -342,7 +343,7 @@ def test_files_of_mixed_kinds_need_a_format(dump, tmp_path):
     assert_one_line_error(result, "--format")
 
 
-def test_scheduler_and_workers_together_are_refused(dump, tmp_path):
+def test_scheduler_and_workers_together_are_a_usage_error(dump, tmp_path):
     result = run(
         "prepare",
         "--corpus",
@@ -354,7 +355,8 @@ def test_scheduler_and_workers_together_are_refused(dump, tmp_path):
         "--workers",
         2,
     )
-    assert_one_line_error(result, "--scheduler", "--workers")
+    assert_one_line_error(result, "--scheduler", "--workers", code=2)
+    assert "Usage: " in result.stderr and " prepare [OPTIONS]" in result.stderr
 
 
 def test_without_dask_the_error_says_what_to_install(dump, tmp_path, monkeypatch):

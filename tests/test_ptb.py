@@ -35,8 +35,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def corpora():
     data = resolve(load_config(ROOT / "configs" / "ptb-small.toml"), {}).data  # as a user gets
-    read = dict(format=data.format, column=data.column, lowercase=data.lowercase, level=data.level)
-    return data, {name: load_corpus(PTB / name, **read) for name in COUNTS}
+    return data, {name: load_corpus(PTB / name, data) for name in COUNTS}
 
 
 @pytest.mark.parametrize("name", COUNTS)

@@ -10,8 +10,10 @@ import pytest
 
 from rnnlm import checkpoint, train
 from rnnlm.config import Config, DataConfig, ModelConfig, TrainConfig
+from rnnlm.data import load_training_data
 from rnnlm.errors import RnnlmError
-from rnnlm.train import Trainer, best_path, prepare_data
+from rnnlm.runfiles import best_path
+from rnnlm.train import Trainer
 
 SENTENCES = [
     "the cat sat on the mat .",
@@ -49,15 +51,15 @@ def make_config(tmp_path, **train_options) -> Config:
 
 def run(config, out, resume=None, stop_after=None, monkeypatch=None):
     """Train; with `stop_after`, press "Ctrl-C" once that many steps have run."""
-    prepared = prepare_data(config)
-    trainer = Trainer(config, prepared, out, resume=resume)
+    data = load_training_data(config)
+    trainer = Trainer(config, data, out, resume=resume)
     if stop_after is not None:
         flag = threading.Event()
         step = trainer.train_step
 
         def counting_step(*args):
             result = step(*args)
-            if trainer.progress["step"] + 1 >= stop_after:
+            if trainer.progress.step + 1 >= stop_after:
                 flag.set()
             return result
 
@@ -121,8 +123,7 @@ def test_step_decay_multiplies_the_rate_after_the_start_epoch(tmp_path):
 
 def test_rising_loss_rolls_back_to_the_best_weights_and_halves_the_rate(tmp_path):
     config = make_config(tmp_path, optimizer="sgd", learning_rate=0.4)
-    prepared = prepare_data(config)
-    trainer = Trainer(config, prepared, tmp_path / "m.npz")
+    trainer = Trainer(config, load_training_data(config), tmp_path / "m.npz")
     trainer.epoch_batches = 1
     best = trainer.model.params.values_dict()
     assert not trainer._after_evaluation(2.0, None, 0.0)  # the first loss is the best so far
@@ -131,7 +132,7 @@ def test_rising_loss_rolls_back_to_the_best_weights_and_halves_the_rate(tmp_path
     for name, value in trainer.model.params.values_dict().items():
         np.testing.assert_array_equal(value, best[name])
     assert trainer.learning_rate.get_value() == pytest.approx(0.2)
-    assert trainer.progress["best_loss"] == 2.0 and trainer.progress["bad_evals"] == 1
+    assert trainer.progress.best_loss == 2.0 and trainer.progress.bad_evals == 1
 
 
 def test_patience_stops_early(tmp_path):
@@ -166,7 +167,7 @@ def poisoned(trainer, bad_calls):
 
 def test_a_nan_loss_rolls_back_to_the_last_checkpoint_and_halves_the_rate(tmp_path, caplog):
     config = make_config(tmp_path, optimizer="sgd", learning_rate=0.4, epochs=1, eval_every=0)
-    trainer = Trainer(config, prepare_data(config), tmp_path / "m.npz")
+    trainer = Trainer(config, load_training_data(config), tmp_path / "m.npz")
     start = trainer.model.params.values_dict()
     poisoned(trainer, {1})
     summary = trainer.run()
@@ -181,7 +182,7 @@ def test_a_nan_loss_rolls_back_to_the_last_checkpoint_and_halves_the_rate(tmp_pa
 
 def test_three_nan_losses_in_a_row_stop_training_with_an_explanation(tmp_path):
     config = make_config(tmp_path, optimizer="sgd", learning_rate=0.4, epochs=1)
-    trainer = Trainer(config, prepare_data(config), tmp_path / "m.npz")
+    trainer = Trainer(config, load_training_data(config), tmp_path / "m.npz")
     poisoned(trainer, {0, 1, 2})
     with pytest.raises(RnnlmError, match="3 rollbacks in a row"):
         trainer.run()

@@ -1,0 +1,176 @@
+"""`rnnlm eval`, `compare` and `diagnose`: models measured on a corpus."""
+
+from __future__ import annotations
+
+import math
+
+import click
+
+from rnnlm.cli.options import (
+    corpus_option,
+    int_option,
+    json_option,
+    mode_option,
+    model_option,
+    models_option,
+    out_option,
+    quiet_option,
+    seed_option,
+)
+from rnnlm.cli.output import echo_json, setup_logging, show_progress
+from rnnlm.config import FORMATS
+
+
+@click.command(name="eval")
+@model_option
+@corpus_option("Text to evaluate, read like the training corpus.")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(FORMATS),
+    help="Default: the model's training format, else from the suffix.",
+)
+@click.option("--column", default=None, help="CSV column (default: the model's).")
+@mode_option
+@int_option(
+    "--bootstrap",
+    default=0,
+    high=100_000,
+    help="Resample sentences N times for a 95 % interval of the perplexity.",
+)
+@seed_option("Seed of the bootstrap.")
+@quiet_option
+@json_option
+def evaluate(model_path, corpus, format_, column, quiet, as_json, **options) -> None:
+    """Cross-entropy and perplexity of a corpus, with the conventions used.
+
+    Every word and each SENTENCE_END is predicted and counted, SENTENCE_START never.
+    Unknown words count as the unknown token; the perplexity without them is given too.
+    """
+    from rnnlm.evaluate import evaluate_corpus
+
+    setup_logging(quiet)
+    result = evaluate_corpus(
+        model_path, corpus, format=format_, column=column, show_progress=show_progress(quiet),
+        **options,
+    )  # fmt: skip
+    values = result.to_dict()
+    if as_json:
+        echo_json({"model": str(model_path), "corpus": corpus, **values})
+        return
+    click.echo(
+        f"{corpus}: {result.sentences} sentences, {result.tokens} tokens predicted "
+        f"(words + SENTENCE_END; SENTENCE_START is given, never predicted)"
+    )
+    stream = result.mode == "stream"
+    click.echo(
+        f"state: {'carried across sentences (stream)' if stream else 'reset at every sentence'}"
+    )
+    click.echo(
+        f"unknown: {result.unknown} tokens ({100 * values['unknown_rate']:.2f} %) "
+        f"mapped to {result.unknown_token}"
+    )
+    click.echo(
+        f"cross-entropy {result.cross_entropy:.4f} nats/token "
+        f"({values['cross_entropy_bits']:.4f} bits)"
+    )
+    interval = ""
+    if result.interval:
+        low, high = result.interval
+        interval = (
+            f"  (95 % bootstrap interval {low:.2f} .. {high:.2f}, {options['bootstrap']} resamples)"
+        )
+    click.echo(f"perplexity {result.perplexity:.2f} including unknown words{interval}")
+    if values["perplexity_without_unknown"] is not None:
+        click.echo(f"perplexity {values['perplexity_without_unknown']:.2f} excluding unknown words")
+
+
+@click.command()
+@models_option("Give it twice: model A, then model B.")
+@corpus_option("Text both models are scored on.")
+@mode_option
+@int_option(
+    "--samples", default=1000, low=1, high=100_000, help="Bootstrap resamples of the sentences."
+)
+@seed_option("Seed of the resampling.")
+@json_option
+def compare(models, corpus, mode, samples, seed, as_json) -> None:
+    """Is model A better than model B on this text, or is the difference noise?
+
+    A paired bootstrap over sentences: both models are scored on the same resampled
+    sentences, and the p-value is the share of resamples in which the better model is not.
+    """
+    from rnnlm.evaluate import compare_models
+
+    if len(models) != 2:
+        raise click.UsageError(f"give --model exactly twice (got {len(models)})")
+    result = compare_models(models, corpus, mode, samples, seed)
+    if as_json:
+        echo_json({"model_a": str(models[0]), "model_b": str(models[1]), **result.to_dict()})
+        return
+    click.echo(f"A {models[0]}: perplexity {result.perplexity_a:.2f}")
+    click.echo(f"B {models[1]}: perplexity {result.perplexity_b:.2f}")
+    low, high = result.interval
+    click.echo(
+        f"B - A: {result.perplexity_b - result.perplexity_a:+.2f} "
+        f"(95 % interval {low:+.2f} .. {high:+.2f}, {samples} paired resamples "
+        f"of {result.sentences} sentences)"
+    )
+    click.echo(result.verdict)
+
+
+@click.command()
+@models_option("Repeat to put several models (say a tanh RNN, a GRU, an LSTM) side by side.")
+@corpus_option("Sentences to measure on, read like each model's training corpus.")
+@int_option(
+    "--sentences", "count", default=30, low=1, help="How many sentences of the corpus to use."
+)
+@int_option(
+    "--max-distance", default=20, low=1, help="The farthest distance k, in steps, to measure."
+)
+@out_option("gradients.png", "PNG of the gradient ratio against distance.")
+@click.option(
+    "--gradcheck",
+    is_flag=True,
+    help="Also check symbolic against finite-difference gradients on a few entries of each "
+    "parameter, drawn among those with a non-zero gradient.",
+)
+@seed_option("Seed of the sentence picking and the gradient check.")
+@json_option
+def diagnose(models, corpus, out, as_json, **options) -> None:
+    """Vanishing gradients, measured: ||dL_t/dh_(t-k)|| against the distance k.
+
+    For sentences of the corpus, the gradient of each step's loss with respect to the hidden
+    state k steps earlier (through the recurrence, in float64, untruncated), relative to
+    k = 0; the share of saturated units (|h| > 0.99) and of dead ones (never above 0).
+    """
+    from rnnlm.diagnose import REPORT_DISTANCES, diagnose_models
+
+    setup_logging(quiet=as_json)
+    results = diagnose_models(models, corpus, out, **options)
+    if as_json:
+        echo_json({"plot": out, "models": results})
+        return
+    for result in results:
+        ratios = result["ratios"]
+        shown = ", ".join(
+            f"k={k}: {ratios[k]:.3g}"
+            for k in REPORT_DISTANCES
+            if k < len(ratios) and math.isfinite(ratios[k])
+        )
+        click.echo(f"{result['model']}: {shown}")
+        if result["saturated_share"] is not None:
+            click.echo(f"  saturated units (|h| > 0.99): {result['saturated_share']:.1%}")
+        if result["dead_units_share"] is not None:
+            click.echo(f"  dead ReLU units (never above 0): {result['dead_units_share']:.1%}")
+        click.echo(f"  {result['note']}")
+        for name, check in result.get("gradcheck", {}).items():
+            click.echo(
+                f"  gradcheck {name}: relative error {check['relative_error']:.2e} over "
+                f"{check['entries']} entries (|gradient| {check['min_abs_gradient']:.3g} .. "
+                f"{check['max_abs_gradient']:.3g})"
+            )
+    click.echo(f"wrote {out}")
+
+
+COMMANDS = [evaluate, compare, diagnose]

@@ -1,0 +1,167 @@
+"""`rnnlm sample`, `fill`, `score` and `rescore`: text in or out of a trained model."""
+
+from __future__ import annotations
+
+import math
+
+import click
+
+from rnnlm.cli.options import (
+    int_option,
+    json_option,
+    mode_option,
+    model_option,
+    quiet_option,
+    seed_option,
+)
+from rnnlm.cli.output import as_text, echo_json, setup_logging, show_progress
+
+
+@click.command()
+@model_option
+@int_option("-n", "count", default=5, low=1, high=10_000, help="Number of sentences.")
+@int_option("--max-length", default=40, low=1, help="Stop a sentence after this many words.")
+@int_option("--min-length", default=1, low=1, help="Never end a sentence before this many words.")
+@click.option(
+    "--temperature",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Below 1: safer choices; above 1: more surprising ones.",
+)
+@click.option("--prompt", default="", help="Words that open every sentence and prime the state.")
+@int_option("--top-k", default=0, help="Draw only from the k likeliest words; 0 = all.")
+@click.option("--greedy", is_flag=True, help="Always take the likeliest word.")
+@seed_option("Seed for reproducible samples.", default=None)
+@json_option
+def sample(model_path, count, prompt, seed, as_json, **options) -> None:
+    """Generate sentences, from SENTENCE_START until SENTENCE_END."""
+    from rnnlm.generate import sample_from
+
+    sentences = sample_from(model_path, count, as_text(prompt), seed, **options)
+    if as_json:
+        echo_json([sentence.to_dict() for sentence in sentences])
+    else:
+        click.echo("\n".join(sentence.text for sentence in sentences))
+
+
+@click.command()
+@click.argument("sentence")
+@model_option
+@int_option("--top-k", "-k", default=10, low=1, help="How many candidates to list.")
+@json_option
+def fill(sentence, model_path, top_k, as_json) -> None:
+    """The likeliest words for the blank in SENTENCE, e.g. "the cat ___ on the mat".
+
+    Best with a bidirectional model (`rnnlm train --bidirectional`), which reads both
+    sides of the blank; a left-to-right model only sees the words before it.
+    """
+    from rnnlm.generate import fill_in
+
+    candidates = fill_in(model_path, as_text(sentence), top_k)
+    if as_json:
+        echo_json([{"word": w, "prob": p} for w, p in candidates])
+    else:
+        for word, prob in candidates:
+            click.echo(f"{prob:8.4f}  {word}")
+
+
+@click.command()
+@click.argument("sentences", nargs=-1)
+@model_option
+@click.option(
+    "--file",
+    "file_",
+    type=click.File("rb"),
+    help="Score each line of this file ('-' for stdin).",
+)
+@mode_option
+@click.option(
+    "--per-word",
+    is_flag=True,
+    help="SRILM `ngram -ppl -debug 2` layout (log10), then a KenLM-style summary.",
+)
+@click.option(
+    "--log-base",
+    type=click.Choice(["e", "10", "2"]),
+    default="e",
+    show_default=True,
+    help="Base of the log-probabilities printed per token and per sentence.",
+)
+@quiet_option
+@json_option
+def score(sentences, model_path, file_, mode, per_word, log_base, quiet, as_json) -> None:
+    """Log-probability, per-token probabilities and perplexity of each sentence.
+
+    Each sentence is tokenized like the training corpus; its tokens are its words and
+    SENTENCE_END (SENTENCE_START is given, never predicted). Perplexity is
+    exp(-log-probability / tokens).
+    """
+    from rnnlm import report
+    from rnnlm.corpus import text_lines
+    from rnnlm.generate import score_texts
+
+    setup_logging(quiet)
+    source = getattr(file_, "name", "-") if file_ is not None else "-"
+    texts = [as_text(sentence) for sentence in sentences]
+    texts += text_lines(file_.read(), source) if file_ is not None else []
+    if not texts:
+        raise click.UsageError("nothing to score: give sentences as arguments or --file")
+    scored = score_texts(model_path, texts, mode, show_progress(quiet) and file_ is not None)
+    result = {"sentences": [s.to_dict() for s in scored.sentences], "log_base": log_base}
+    if len(texts) > 1:
+        result["corpus_perplexity"] = scored.corpus_perplexity
+    if as_json:
+        echo_json(result)
+    elif per_word:
+        lines = report.srilm(scored.sentences, scored.unknown, source)
+        click.echo("\n".join([*lines, *report.kenlm_summary(scored.sentences)]))
+    else:
+        click.echo("\n".join(report.plain(scored.sentences, log_base)))
+        if len(texts) > 1:
+            tokens = sum(len(s.log_probs) for s in scored.sentences)
+            click.echo(f"corpus perplexity {scored.corpus_perplexity:.2f} over {tokens} tokens")
+
+
+def finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value):
+        raise click.BadParameter("must be a finite number")
+    return value
+
+
+@click.command()
+@click.option(
+    "--nbest",
+    required=True,
+    type=click.File("rb"),
+    help="Hypotheses, one per line ('-': stdin): 'text', 'id ||| text ||| score', or Moses' "
+    "'id ||| text ||| features ||| total'.",
+)
+@model_option
+@click.option(
+    "--lm-weight",
+    type=float,
+    default=1.0,
+    show_default=True,
+    callback=finite,
+    help="total = score + weight * ln p_LM(text).",
+)
+@json_option
+def rescore(nbest, model_path, lm_weight, as_json) -> None:
+    """Add the language model's log-probability to n-best hypotheses and re-rank them.
+
+    Output lines: id ||| text ||| score ||| lm ||| total, best first within each id.
+    """
+    from rnnlm.nbest import rescore as rerank
+
+    rows = rerank(model_path, nbest.read(), getattr(nbest, "name", "stdin"), lm_weight)
+    if as_json:
+        echo_json(rows)
+        return
+    for r in rows:
+        click.echo(
+            f"{r['id']} ||| {r['text']} ||| {r['score']:.4f} ||| {r['lm']:.4f} ||| {r['total']:.4f}"
+        )
+
+
+COMMANDS = [sample, fill, score, rescore]

@@ -1,0 +1,119 @@
+"""What a training run reads: sentences encoded against a vocabulary, and the validation set.
+
+From a corpus file (read by `rnnlm.corpus`, the vocabulary built here unless a resumed run
+brings its own) or from a `rnnlm prepare` folder (memory-mapped shards and their vocabulary).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rnnlm.config import Config
+from rnnlm.corpus import load_corpus
+from rnnlm.errors import RnnlmError
+from rnnlm.vocab import Vocabulary, build_vocabulary, count_tokens
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    source: str  # the corpus file, the sample corpus or the prepared folder
+    vocab: Vocabulary
+    # Encoded training sentences, both markers included: a list, or memory-mapped shards.
+    sentences: Sequence[np.ndarray]
+    valid: Sequence[np.ndarray] = field(default_factory=list)  # empty: no validation set
+
+
+def load_training_data(config: Config, vocab: Vocabulary | None = None) -> TrainingData:
+    """Read and tokenize, build the vocabulary (unless given), encode, split off validation.
+
+    Logs what the tutorial prints: sentences parsed, unique tokens, the rarest word kept.
+    With `data.prepared`, the sentences and vocabulary come from that folder instead.
+    """
+    data = config.data
+    if data.prepared:
+        return _prepared_data(config, vocab)
+    corpus = load_corpus(data.corpus, data)
+    sentences = corpus.sentences
+    valid_tokens: list[list[str]] = []
+    if data.valid:
+        valid_tokens = load_corpus(data.valid, data).sentences
+    elif data.valid_fraction:
+        valid_order, train_order = hold_out(len(sentences), data.valid_fraction, config.train.seed)
+        valid_tokens = [sentences[i] for i in valid_order]
+        sentences = [sentences[i] for i in train_order]
+    if vocab is None:
+        counts = count_tokens(sentences)
+        vocab = build_vocabulary(counts, data.vocab_size, data.min_count, data.unknown)
+        log.info("Parsed %d sentences.", len(sentences))
+        log.info("Found %d unique words tokens.", len(counts))
+        log.info("Using vocabulary size %d.", len(vocab))
+        rarest = max(
+            (i for i, word in enumerate(vocab.words) if word != vocab.unknown),
+            key=lambda i: (-vocab.counts[i], i),
+        )
+        log.info(
+            "The least frequent word in our vocabulary is '%s' and appeared %d times.",
+            vocab.words[rarest],
+            vocab.counts[rarest],
+        )
+    if valid_tokens:
+        log.info("Validation: %d sentences.", len(valid_tokens))
+    return TrainingData(
+        corpus.source,
+        vocab,
+        [vocab.encode(tokens) for tokens in sentences],
+        [vocab.encode(tokens) for tokens in valid_tokens],
+    )
+
+
+def hold_out(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the validation and the training sentences: a seeded shuffle, then a cut."""
+    held_out = int(count * fraction)
+    if held_out < 1 or held_out >= count:
+        raise RnnlmError(
+            f"valid_fraction {fraction} leaves no validation or no training sentences "
+            f"out of {count}"
+        )
+    order = np.random.default_rng(seed).permutation(count)
+    return order[:held_out], order[held_out:]
+
+
+def _prepared_data(config: Config, vocab: Vocabulary | None) -> TrainingData:
+    """Sentences memory-mapped from a `rnnlm prepare` folder, with its stored vocabulary.
+
+    Its vocabulary counts every sentence in the folder, held-out ones too (it was built
+    before any split); a validation file is read the way the folder's corpus was.
+    """
+    from rnnlm.shards import Subset, open_prepared
+
+    stored = open_prepared(config.data.prepared)
+    if vocab is not None and vocab != stored.vocab:
+        raise RnnlmError(
+            f"{stored.folder}: its vocabulary differs from the checkpoint's; the folder was "
+            "prepared again since that run started"
+        )
+    sentences: Sequence[np.ndarray] = stored.sentences
+    valid: Sequence[np.ndarray] = []
+    data = config.data
+    if data.valid:
+        corpus = load_corpus(data.valid, stored.data)
+        valid = [stored.vocab.encode(tokens) for tokens in corpus.sentences]
+    elif data.valid_fraction:
+        valid_order, train_order = hold_out(len(sentences), data.valid_fraction, config.train.seed)
+        valid, sentences = Subset(sentences, valid_order), Subset(sentences, train_order)
+    log.info(
+        "Prepared data %s: %d sentences, %d tokens, vocabulary %d.",
+        stored.folder,
+        len(stored.sentences),
+        stored.num_tokens,
+        len(stored.vocab),
+    )
+    if valid:
+        log.info("Validation: %d sentences.", len(valid))
+    return TrainingData(str(stored.folder), stored.vocab, sentences, valid)
