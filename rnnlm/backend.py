@@ -7,35 +7,47 @@ is `rnnlm.flags.library()`; its flags are set before the first import.
 
 from __future__ import annotations
 
+import sys
+
 from rnnlm import flags
 
 NAME = flags.library()
 flags.configure()
 
-if NAME == "aesara":
-    import aesara as _library
-    import aesara.tensor as tensor
-    from aesara.compile.mode import get_mode
-    from aesara.compile.sharedvalue import SharedVariable
-    from aesara.gradient import DisconnectedType, disconnected_type, jacobian, verify_grad
-    from aesara.graph.basic import Apply, Variable
-    from aesara.graph.op import Op
-    from aesara.link.c.op import COp
-    from aesara.tensor.math import sigmoid
-    from aesara.tensor.random.utils import RandomStream
-    from aesara.tensor.special import log_softmax, softmax
-else:
-    import pytensor as _library
-    import pytensor.tensor as tensor
-    from pytensor.compile.mode import get_mode
-    from pytensor.compile.sharedvalue import SharedVariable
-    from pytensor.gradient import DisconnectedType, disconnected_type, jacobian, verify_grad
-    from pytensor.graph.basic import Apply, Variable
-    from pytensor.graph.op import Op
-    from pytensor.link.c.op import COp
-    from pytensor.tensor.math import sigmoid
-    from pytensor.tensor.random.utils import RandomStream
-    from pytensor.tensor.special import log_softmax, softmax
+# aesara.tensor.io imports mpi4py.MPI whenever mpi4py is installed, for MPI ops rnnlm never
+# uses, and MPI_Init costs ~1 s of every start-up. Hide it while the library loads (which
+# tolerates the ImportError); rnnlm.distributed imports it itself when training asks for MPI.
+_hide_mpi = "mpi4py.MPI" not in sys.modules
+if _hide_mpi:
+    sys.modules["mpi4py.MPI"] = None  # type: ignore[assignment]
+try:
+    if NAME == "aesara":
+        import aesara as _library
+        import aesara.tensor as tensor
+        from aesara.compile.mode import get_mode
+        from aesara.compile.sharedvalue import SharedVariable
+        from aesara.gradient import DisconnectedType, disconnected_type, jacobian, verify_grad
+        from aesara.graph.basic import Apply, Variable
+        from aesara.graph.op import Op
+        from aesara.link.c.op import COp
+        from aesara.tensor.math import sigmoid
+        from aesara.tensor.random.utils import RandomStream
+        from aesara.tensor.special import log_softmax, softmax
+    else:
+        import pytensor as _library
+        import pytensor.tensor as tensor
+        from pytensor.compile.mode import get_mode
+        from pytensor.compile.sharedvalue import SharedVariable
+        from pytensor.gradient import DisconnectedType, disconnected_type, jacobian, verify_grad
+        from pytensor.graph.basic import Apply, Variable
+        from pytensor.graph.op import Op
+        from pytensor.link.c.op import COp
+        from pytensor.tensor.math import sigmoid
+        from pytensor.tensor.random.utils import RandomStream
+        from pytensor.tensor.special import log_softmax, softmax
+finally:
+    if _hide_mpi:
+        sys.modules.pop("mpi4py.MPI", None)
 
 VERSION: str = _library.__version__
 config = _library.config
