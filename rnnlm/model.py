@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from rnnlm.cells import CELLS
 from rnnlm.config import ModelConfig
 from rnnlm.ops.softmax import softmax_nll
 from rnnlm.params import Params, uniform_fan_in
+
+if TYPE_CHECKING:
+    from rnnlm.compiled import FunctionCache
 
 UpdatesFn = Callable[[Mapping, Mapping], Mapping]  # (params, grads) -> updates
 # One shard of a distributed batch: (offset, global columns), symbolic (see `_dropout`).
@@ -56,6 +60,20 @@ def init_params(config: ModelConfig, rng: np.random.Generator) -> dict[str, np.n
             value = uniform_fan_in(rng, shape, shape[0])
         arrays[name] = value
     return arrays
+
+
+def compiled_function(build: Callable[[Model], Callable]) -> cached_property:
+    """`cached_property` for a compiled function that depends on the model config alone: with
+    a disk cache (`rnnlm.compiled`), a later process loads it by name, building no graph."""
+
+    def get(self: Model) -> Callable:
+        if self.cache is None:
+            return build(self)
+        recipe = {"function": build.__name__, "model": self.config, "mode": self.compile_mode}
+        return self.cache.named(recipe, self.params, lambda: build(self))
+
+    get.__doc__ = build.__doc__
+    return cached_property(get)
 
 
 def masked(step: Callable, n_states: int, probed: bool = False) -> Callable:
@@ -91,8 +109,10 @@ class Model:
         params: Mapping[str, np.ndarray] | None = None,
         seed: int = 0,
         compile_mode: str | None = None,
+        cache: FunctionCache | None = None,
     ) -> None:
         self.config = config = config.for_mode("sentence")
+        self.cache = cache  # compiled functions from disk when the same graph was compiled before
         self.cell = CELLS[config.cell]
         # Compiles both the functions and the scans' inner graphs (None: the flags' mode).
         self.compile_mode = backend.get_mode(compile_mode)
@@ -225,18 +245,20 @@ class Model:
         return -(token_log_p * mask).sum(), finals
 
     def _function(self, inputs, outputs, **kwargs):
+        if self.cache is not None:
+            return self.cache.function(inputs, outputs, mode=self.compile_mode, **kwargs)
         return backend.function(inputs, outputs, mode=self.compile_mode, **kwargs)
 
     # -- compiled functions -----------------------------------------------------------------
 
-    @cached_property
+    @compiled_function
     def _log_probs_fn(self):
         x, y, mask, initial = self._inputs()
         top, finals = self._top(x, y, mask, initial, train=False)
         token_log_p = self._token_log_probs(top, y) * mask
         return self._function([x, y, mask, *initial], [token_log_p, *finals])
 
-    @cached_property
+    @compiled_function
     def _distribution_fn(self):
         x, y, mask, initial = self._inputs()
         top, _ = self._top(x, y, mask, initial, train=False)
@@ -245,14 +267,14 @@ class Model:
             [x, y, mask, *initial], self._log_softmax(top), on_unused_input="ignore"
         )
 
-    @cached_property
+    @compiled_function
     def _gradients_fn(self):
         x, y, mask, initial = self._inputs()
         nll, _ = self._nll(x, y, mask, initial, train=False)
         grads = backend.grad(nll, list(self.params.values()))
         return self._function([x, y, mask, *initial], grads)
 
-    @cached_property
+    @compiled_function
     def _step_fn(self):
         """One step for generation: ids (B,) and states -> logits (B, V), new states."""
         if self.config.bidirectional:
@@ -264,7 +286,7 @@ class Model:
         top, finals = self._stack("layer", ids.dimshuffle("x", 0), mask, initial, train=False)
         return self._function([ids, *initial], [self._logits(top[0]), *finals])
 
-    @cached_property
+    @compiled_function
     def _gradient_flow_fn(self):
         """ids (T, 1) -> ||d loss_t / d h_s|| for every t, s (T, T), and the top states (T, H).
 
