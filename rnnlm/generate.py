@@ -248,3 +248,49 @@ def score_texts(
     with TokenProgress(sum(len(t) + 1 for t in tokens), show_progress) as progress:
         scores = score(model, ckpt.vocab, texts, tokens, mode, progress=progress)
     return Scores(scores, ckpt.vocab.unknown)
+
+
+def next_distribution(
+    model: Model, vocab: Vocabulary, contexts: Sequence[Sequence[str]]
+) -> np.ndarray:
+    """(B, V) float64 probabilities of the token after SENTENCE_START and each context.
+
+    The contexts are read side by side in one compiled call, left-padded like a batch of
+    sentences (see `rnnlm.batches`), so every context ends at the last step:
+
+        x     S    the  cat  sat     mask  1 1 1 1
+              .    .    S    the           0 0 1 1    (a padded step leaves the state as is)
+    """
+    if model.config.bidirectional:
+        raise RnnlmError(
+            "a bidirectional model sees the words after each one, so it cannot predict the "
+            "next word: use `rnnlm fill`"
+        )
+    rows = [np.concatenate([[vocab.start_id], vocab.ids(tokens)]) for tokens in contexts]
+    steps = max(len(row) for row in rows)
+    x = np.zeros((steps, len(rows)), dtype=np.int32)  # (T, B)
+    mask = np.zeros(x.shape, dtype=model.config.dtype)
+    for column, row in enumerate(rows):
+        x[steps - len(row) :, column] = row
+        mask[steps - len(row) :, column] = 1
+    log_p = model.next_log_probs(x, mask).astype(np.float64)
+    # Renormalised in float64, so a float32 model's row sums to 1 to the last bit we can.
+    return np.exp(log_p - np.logaddexp.reduce(log_p, axis=1, keepdims=True))
+
+
+def next_words(
+    model: Model, vocab: Vocabulary, contexts: Sequence[Sequence[str]], top_k: int = 10
+) -> list[list[tuple[str, float]]]:
+    """For each context, the `top_k` likeliest next tokens with their probabilities, best
+    first. SENTENCE_END (the sentence ends here) and the unknown token are candidates like
+    any word; SENTENCE_START is not. Probabilities are the model's, not renormalised over
+    the list, so they sum to at most 1."""
+    if top_k < 1:
+        raise RnnlmError("--top-k must be at least 1")
+    probs = next_distribution(model, vocab, contexts)
+    probs[:, vocab.start_id] = -1.0  # never offered
+    count = min(top_k, len(vocab) - 1)
+    best = np.argsort(-probs, axis=1, kind="stable")[:, :count]
+    return [
+        [(vocab.words[i], float(probs[row, i])) for i in best[row]] for row in range(len(probs))
+    ]

@@ -268,6 +268,14 @@ class Model:
         )
 
     @compiled_function
+    def _next_fn(self):
+        """Left-padded x (T, B) -> log-probabilities (B, V) of the token after each column:
+        the output layer at the last step only."""
+        x, _, mask, initial = self._inputs()
+        top, _ = self._stack("layer", x, mask, initial, train=False)
+        return self._function([x, mask, *initial], self._log_softmax(top[-1]))
+
+    @compiled_function
     def _gradients_fn(self):
         x, y, mask, initial = self._inputs()
         nll, _ = self._nll(x, y, mask, initial, train=False)
@@ -369,6 +377,12 @@ class Model:
         return self._distribution_fn(
             x, y, mask.astype(self.config.dtype), *self.initial_states(x.shape[1])
         )
+
+    def next_log_probs(self, x, mask) -> np.ndarray:
+        """(B, V) log-probabilities of the token after each column of left-padded ids (T, B)."""
+        if self.config.bidirectional:
+            raise ValueError("a bidirectional model cannot predict left to right")
+        return self._next_fn(x, mask.astype(self.config.dtype), *self.initial_states(x.shape[1]))
 
     def gradients(self, x, y, mask) -> dict[str, np.ndarray]:
         """Gradients of the summed masked NLL (no dropout) with respect to every parameter."""
