@@ -1,0 +1,9 @@
+"""`rnnlm serve`: models loaded once behind an HTTP JSON API, with a playground page.
+
+    client --JSON--> FastAPI route (validate, tokenize, bound) --> Batcher (per model and kind)
+           <--JSON-- ................................ one compiled call for many requests
+
+`limits` bounds every request, `batcher` merges concurrent ones, `app` holds the routes,
+`server` runs uvicorn (drains in-flight requests on SIGTERM). FastAPI and uvicorn come from
+the optional `rnnlm[serve]` extra; nothing imports them until a service is started.
+"""
