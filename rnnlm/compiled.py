@@ -74,6 +74,11 @@ def default_dir() -> Path:
     return root / "rnnlm"
 
 
+def user_cache(enabled: bool = True) -> FunctionCache | None:
+    """The user's cache (`default_dir()`), or None when `enabled` is false (`--no-cache`)."""
+    return FunctionCache() if enabled else None
+
+
 class Unfingerprintable(ValueError):
     """Part of a graph has no stable description; its function is compiled, never cached."""
 

@@ -12,12 +12,15 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rnnlm.loading import open_model, read_like_training
 from rnnlm.model import Model
+
+if TYPE_CHECKING:
+    from rnnlm.compiled import FunctionCache
 
 REPORT_DISTANCES = (1, 5, 10, 20)
 
@@ -31,13 +34,16 @@ def diagnose_models(
     max_distance: int = 20,
     gradcheck: bool = False,
     seed: int = 0,
+    cache: FunctionCache | None = None,
 ) -> list[dict[str, Any]]:
     """`rnnlm diagnose`: per model, the gradient's decay over `count` sentences of `corpus`
     (read as its training corpus was), a note and optionally a gradient check; one plot of
     them all goes to `out`."""
     results, labels = [], []
     for path in paths:
-        model, ckpt = open_model(path, left_to_right="measure left-to-right gradient flow")
+        model, ckpt = open_model(
+            path, left_to_right="measure left-to-right gradient flow", cache=cache
+        )
         sentences = read_like_training(ckpt.config.data, corpus)
         encoded = [ckpt.vocab.encode(tokens) for tokens in sentences]
         picked = pick_sentences(encoded, count, max_distance, seed)

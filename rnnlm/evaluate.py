@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from rnnlm.errors import RnnlmError
 from rnnlm.loading import open_model, read_like_training
 from rnnlm.terminal import TokenProgress
 from rnnlm.vocab import Vocabulary
+
+if TYPE_CHECKING:
+    from rnnlm.compiled import FunctionCache
 
 BATCH_SIZE = 64
 STREAM_BPTT = 100
@@ -138,10 +142,11 @@ def evaluate_corpus(
     bootstrap: int = 0,
     seed: int = 0,
     show_progress: bool = False,
+    cache: FunctionCache | None = None,
 ) -> Evaluation:
     """`rnnlm eval`: the language model in `path` on `corpus`, read as its training corpus
     was (see `read_like_training`); a bar of tokens on stderr when `show_progress`."""
-    model, ckpt = open_model(path, left_to_right="report a perplexity")
+    model, ckpt = open_model(path, left_to_right="report a perplexity", cache=cache)
     sentences = read_like_training(ckpt.config.data, corpus, format, column)
     encoded = [ckpt.vocab.encode(tokens) for tokens in sentences]
     with TokenProgress(sum(len(s) - 1 for s in encoded), show_progress) as progress:
@@ -200,10 +205,11 @@ def compare_models(
     mode: str = "sentence",
     samples: int = 1000,
     seed: int = 0,
+    cache: FunctionCache | None = None,
 ) -> Comparison:
     """`rnnlm compare`: models A and B (`paths`) scored on the same sentences of `corpus`,
     read as A's training corpus was, then a paired bootstrap."""
-    loaded = [open_model(path, left_to_right="report a perplexity") for path in paths]
+    loaded = [open_model(path, left_to_right="report a perplexity", cache=cache) for path in paths]
     check_comparable([ckpt for _, ckpt in loaded])
     sentences = read_like_training(loaded[0][1].config.data, corpus)
     nll = []

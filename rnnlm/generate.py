@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from rnnlm.loading import open_model, tokenize_like_training
 from rnnlm.model import Model
 from rnnlm.terminal import TokenProgress
 from rnnlm.vocab import Vocabulary
+
+if TYPE_CHECKING:
+    from rnnlm.compiled import FunctionCache
 
 MIN_TEMPERATURE = 1e-3  # below it, logits / T overflows float64
 
@@ -209,11 +213,16 @@ class Sampled:
 
 
 def sample_from(
-    path: str | Path, n: int, prompt: str = "", seed: int | None = None, **options
+    path: str | Path,
+    n: int,
+    prompt: str = "",
+    seed: int | None = None,
+    cache: FunctionCache | None = None,
+    **options,
 ) -> list[Sampled]:
     """`n` sentences from the language model in `path`; `prompt` is text, tokenized as the
-    training corpus was; `options` are `sample`'s."""
-    model, ckpt = open_model(path, left_to_right="sample left to right")
+    training corpus was; `options` are `sample`'s; `cache` as `open_model` takes it."""
+    model, ckpt = open_model(path, left_to_right="sample left to right", cache=cache)
     data = ckpt.config.data
     tokens = tokenize_like_training(data, prompt)
     drawn = sample(model, ckpt.vocab, np.random.default_rng(seed), n, prompt=tokens, **options)
@@ -221,9 +230,11 @@ def sample_from(
     return [Sampled(joiner.join(token for token, _ in s), s) for s in drawn]
 
 
-def fill_in(path: str | Path, text: str, top_k: int = 10) -> list[tuple[str, float]]:
+def fill_in(
+    path: str | Path, text: str, top_k: int = 10, cache: FunctionCache | None = None
+) -> list[tuple[str, float]]:
     """The likeliest words for the blank in `text`, by the model in `path`."""
-    model, ckpt = open_model(path)
+    model, ckpt = open_model(path, cache=cache)
     tokens = split_blank(text, lambda part: tokenize_like_training(ckpt.config.data, part))
     return fill(model, ckpt.vocab, tokens, top_k)
 
@@ -239,11 +250,15 @@ class Scores:
 
 
 def score_texts(
-    path: str | Path, texts: Sequence[str], mode: str = "sentence", show_progress: bool = False
+    path: str | Path,
+    texts: Sequence[str],
+    mode: str = "sentence",
+    show_progress: bool = False,
+    cache: FunctionCache | None = None,
 ) -> Scores:
     """Each text scored as one sentence by the language model in `path`, tokenized as the
     training corpus was; a bar of tokens on stderr when `show_progress`."""
-    model, ckpt = open_model(path, left_to_right="score sentences")
+    model, ckpt = open_model(path, left_to_right="score sentences", cache=cache)
     tokens = [tokenize_like_training(ckpt.config.data, text) for text in texts]
     with TokenProgress(sum(len(t) + 1 for t in tokens), show_progress) as progress:
         scores = score(model, ckpt.vocab, texts, tokens, mode, progress=progress)
@@ -294,3 +309,31 @@ def next_words(
     return [
         [(vocab.words[i], float(probs[row, i])) for i in best[row]] for row in range(len(probs))
     ]
+
+
+@dataclass
+class NextWords:
+    context: str
+    tokens: list[str]  # the context as the model read it
+    unknown: list[bool]  # per token: not in the vocabulary (read as the unknown token)
+    candidates: list[tuple[str, float]]  # the likeliest next tokens, best first
+
+    def to_dict(self) -> dict:
+        return {
+            "context": self.context,
+            "tokens": self.tokens,
+            "unknown": self.unknown,
+            "next": [{"token": word, "prob": prob} for word, prob in self.candidates],
+        }
+
+
+def next_from(
+    path: str | Path, context: str, top_k: int = 10, cache: FunctionCache | None = None
+) -> NextWords:
+    """`rnnlm next`: the likeliest tokens after `context` (text, tokenized as the training
+    corpus was) by the language model in `path`."""
+    model, ckpt = open_model(path, left_to_right="predict the next word", cache=cache)
+    tokens = tokenize_like_training(ckpt.config.data, context)
+    (candidates,) = next_words(model, ckpt.vocab, [tokens], top_k)
+    unknown = ckpt.vocab.is_unknown(ckpt.vocab.ids(tokens)).tolist()
+    return NextWords(context, tokens, unknown, candidates)

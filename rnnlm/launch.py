@@ -27,6 +27,7 @@ def train_run(
     config_file: str | Path | None = None,
     resume: str | Path | None = None,
     show_progress: bool = False,
+    cache: Any = None,
 ) -> dict[str, Any] | None:
     """`rnnlm train`: the config (defaults <- file <- overrides; resuming, the checkpoint's),
     the data, the ranks of an MPI launch if asked, the run. Returns rank 0's summary, None
@@ -54,7 +55,13 @@ def train_run(
     with distributed.fail_together(comm):
         data = load_training_data(config, vocab=previous.vocab if previous else None)
         trainer = Trainer(
-            config, data, out, show_progress=show_progress, resume=previous, comm=comm
+            config,
+            data,
+            out,
+            show_progress=show_progress,
+            resume=previous,
+            comm=comm,
+            cache=cache,  # compiled functions kept between runs (rnnlm.compiled), or None
         )
         summary = trainer.run()
     return summary if comm.rank == 0 else None

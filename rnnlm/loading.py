@@ -16,23 +16,25 @@ from rnnlm.corpus import load_corpus, tokenize
 from rnnlm.errors import RnnlmError
 
 if TYPE_CHECKING:
+    from rnnlm.compiled import FunctionCache
     from rnnlm.model import Model
 
 
 def open_model(
-    path: str | Path, *, left_to_right: str | None = None
+    path: str | Path, *, left_to_right: str | None = None, cache: FunctionCache | None = None
 ) -> tuple[Model, checkpoint.Checkpoint]:
     """The model stored in `path`, ready to run, and its checkpoint.
 
     `left_to_right` says what the caller will do with it ("score sentences"): something only
-    a language model can do, so a bidirectional model is refused for it.
+    a language model can do, so a bidirectional model is refused for it. `cache`: where its
+    compiled functions are kept between runs (`rnnlm.compiled`); None compiles afresh.
     """
     from rnnlm.model import Model
 
     ckpt = checkpoint.load(path)
     if left_to_right is not None:
         refuse_bidirectional(ckpt.config.model, left_to_right)
-    return Model(ckpt.config.model, params=ckpt.params), ckpt
+    return Model(ckpt.config.model, params=ckpt.params, cache=cache), ckpt
 
 
 def refuse_bidirectional(config: ModelConfig, what: str) -> None:

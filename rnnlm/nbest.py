@@ -11,12 +11,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rnnlm.corpus import decode_utf8
 from rnnlm.errors import RnnlmError, SettingError
 from rnnlm.generate import score
 from rnnlm.loading import open_model, tokenize_like_training
+
+if TYPE_CHECKING:
+    from rnnlm.compiled import FunctionCache
 
 LAYOUTS = "'text', 'id ||| text ||| score' or Moses' 'id ||| text ||| features ||| total'"
 
@@ -52,7 +55,11 @@ def parse_nbest(text: str) -> list[Hypothesis]:
 
 
 def rescore(
-    path: str | Path, data: bytes, source: str, lm_weight: float = 1.0
+    path: str | Path,
+    data: bytes,
+    source: str,
+    lm_weight: float = 1.0,
+    cache: FunctionCache | None = None,
 ) -> list[dict[str, Any]]:
     """`rnnlm rescore`: each hypothesis of the n-best list `data` (read from `source`) gets
     lm = ln p_LM(text) from the model in `path` and total = score + lm_weight * lm; the rows
@@ -60,7 +67,7 @@ def rescore(
     if not math.isfinite(lm_weight):
         raise SettingError("the LM weight must be a finite number:", {"lm_weight": None})
     hypotheses = parse_nbest(decode_utf8(data, source))
-    model, ckpt = open_model(path, left_to_right="score hypotheses")
+    model, ckpt = open_model(path, left_to_right="score hypotheses", cache=cache)
     texts = [h.text for h in hypotheses]
     tokens = [tokenize_like_training(ckpt.config.data, text) for text in texts]
     rows = [

@@ -59,6 +59,7 @@ class Trainer:
         show_progress: bool = False,
         resume: checkpoint.Checkpoint | None = None,
         comm: Comm | None = None,
+        cache: Any = None,
     ) -> None:
         from rnnlm import backend
         from rnnlm.model import Model
@@ -80,7 +81,8 @@ class Trainer:
         self.comm = comm if comm is not None else LocalComm()
         self.is_main = self.comm.rank == 0
         self.show_progress = show_progress and self.is_main
-        self.model = Model(config.model, seed=tc.seed, compile_mode=compile_mode)
+        # `cache`: a compiled-function cache (rnnlm.compiled), or None to compile afresh.
+        self.model = Model(config.model, seed=tc.seed, compile_mode=compile_mode, cache=cache)
         dtype = config.model.dtype
         self.learning_rate = backend.shared(np.asarray(tc.learning_rate, dtype=dtype), name="lr")
         self.optimizer_state: dict = {}

@@ -28,16 +28,8 @@ CORPUS = [
     "the dog ran to the cat".split(),
 ]
 STARTUP_SECONDS = 300  # a cold compile of three small functions, on a busy machine
-LAUNCH = """
-import json, logging, sys
-from rnnlm.compiled import FunctionCache
-from rnnlm.serve.limits import Limits
-from rnnlm.serve.server import run
-logging.basicConfig(level=logging.INFO, format="%(message)s")
-settings = json.loads(sys.argv[1])
-run(settings["models"], port=int(sys.argv[2]), limits=Limits(**settings["limits"]),
-    cache=FunctionCache())
-"""
+# The command line as `rnnlm` runs it, from whichever checkout is being tested.
+RNNLM = [sys.executable, "-c", "from rnnlm.cli import main; main()"]
 
 
 def tiny_model(path: Path, seed: int = 0, cell: str = "gru") -> Path:
@@ -64,8 +56,11 @@ class Server:
     def __init__(self, models: dict[str, Path], cache: Path, **limits: float) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        settings = {"models": {k: str(v) for k, v in models.items()}, "limits": limits}
-        command = [sys.executable, "-c", LAUNCH, json.dumps(settings), str(self.port)]
+        command = [*RNNLM, "serve", "--port", str(self.port)]
+        for name, path in models.items():
+            command += ["--model", f"{name}={path}"]
+        for name, value in limits.items():
+            command += ["--" + name.replace("_", "-"), str(value)]
         env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
         self.log = cache / f"server-{self.port}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import sys
 import click
 
 from rnnlm import __version__
-from rnnlm.cli import evaluation, files, text, train
+from rnnlm.cli import evaluation, files, serving, text, train
 from rnnlm.cli.options import option_name
 from rnnlm.errors import RnnlmError, SettingError
 
@@ -48,6 +48,6 @@ def main() -> None:
     """
 
 
-for module in (train, text, evaluation, files):
+for module in (train, text, evaluation, files, serving):
     for command in module.COMMANDS:
         main.add_command(command)

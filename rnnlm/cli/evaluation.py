@@ -7,6 +7,7 @@ import math
 import click
 
 from rnnlm.cli.options import (
+    cache_option,
     corpus_option,
     int_option,
     json_option,
@@ -40,6 +41,7 @@ from rnnlm.config import FORMATS
 )
 @seed_option("Seed of the bootstrap.")
 @quiet_option
+@cache_option
 @json_option
 def evaluate(model_path, corpus, format_, column, quiet, as_json, **options) -> None:
     """Cross-entropy and perplexity of a corpus, with the conventions used.
@@ -93,8 +95,9 @@ def evaluate(model_path, corpus, format_, column, quiet, as_json, **options) -> 
     "--samples", default=1000, low=1, high=100_000, help="Bootstrap resamples of the sentences."
 )
 @seed_option("Seed of the resampling.")
+@cache_option
 @json_option
-def compare(models, corpus, mode, samples, seed, as_json) -> None:
+def compare(models, corpus, mode, samples, seed, cache, as_json) -> None:
     """Is model A better than model B on this text, or is the difference noise?
 
     A paired bootstrap over sentences: both models are scored on the same resampled
@@ -104,7 +107,7 @@ def compare(models, corpus, mode, samples, seed, as_json) -> None:
 
     if len(models) != 2:
         raise click.UsageError(f"give --model exactly twice (got {len(models)})")
-    result = compare_models(models, corpus, mode, samples, seed)
+    result = compare_models(models, corpus, mode, samples, seed, cache)
     if as_json:
         echo_json({"model_a": str(models[0]), "model_b": str(models[1]), **result.to_dict()})
         return
@@ -136,6 +139,7 @@ def compare(models, corpus, mode, samples, seed, as_json) -> None:
     "parameter, drawn among those with a non-zero gradient.",
 )
 @seed_option("Seed of the sentence picking and the gradient check.")
+@cache_option
 @json_option
 def diagnose(models, corpus, out, as_json, **options) -> None:
     """Vanishing gradients, measured: ||dL_t/dh_(t-k)|| against the distance k.

@@ -191,6 +191,23 @@ def option_name(command: click.Command | None, setting: str) -> str:
 # -- options several commands share -----------------------------------------------------------
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+
+
+def _cache(ctx: click.Context, param: click.Parameter, no_cache: bool) -> Any:
+    from rnnlm.compiled import user_cache  # imports the tensor library: never for --help
+
+    return user_cache(enabled=not no_cache)
+
+
+# Gives the command `cache`: the user's compiled-function cache, or None with --no-cache.
+cache_option = click.option(
+    "--no-cache",
+    "cache",
+    is_flag=True,
+    callback=_cache,
+    help="Compile every function afresh: neither read nor write the compiled-function "
+    "cache (see `rnnlm cache info`).",
+)
 quiet_option = click.option(
     "--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr, no progress bar."
 )

@@ -1,4 +1,4 @@
-"""`rnnlm sample`, `fill`, `score` and `rescore`: text in or out of a trained model."""
+"""`rnnlm sample`, `fill`, `score`, `next` and `rescore`: text in or out of a trained model."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 import click
 
 from rnnlm.cli.options import (
+    cache_option,
     int_option,
     json_option,
     mode_option,
@@ -33,6 +34,7 @@ from rnnlm.cli.output import as_text, echo_json, setup_logging, show_progress
 @int_option("--top-k", default=0, help="Draw only from the k likeliest words; 0 = all.")
 @click.option("--greedy", is_flag=True, help="Always take the likeliest word.")
 @seed_option("Seed for reproducible samples.", default=None)
+@cache_option
 @json_option
 def sample(model_path, count, prompt, seed, as_json, **options) -> None:
     """Generate sentences, from SENTENCE_START until SENTENCE_END."""
@@ -49,8 +51,9 @@ def sample(model_path, count, prompt, seed, as_json, **options) -> None:
 @click.argument("sentence")
 @model_option
 @int_option("--top-k", "-k", default=10, low=1, help="How many candidates to list.")
+@cache_option
 @json_option
-def fill(sentence, model_path, top_k, as_json) -> None:
+def fill(sentence, model_path, top_k, cache, as_json) -> None:
     """The likeliest words for the blank in SENTENCE, e.g. "the cat ___ on the mat".
 
     Best with a bidirectional model (`rnnlm train --bidirectional`), which reads both
@@ -58,7 +61,7 @@ def fill(sentence, model_path, top_k, as_json) -> None:
     """
     from rnnlm.generate import fill_in
 
-    candidates = fill_in(model_path, as_text(sentence), top_k)
+    candidates = fill_in(model_path, as_text(sentence), top_k, cache)
     if as_json:
         echo_json([{"word": w, "prob": p} for w, p in candidates])
     else:
@@ -89,8 +92,9 @@ def fill(sentence, model_path, top_k, as_json) -> None:
     help="Base of the log-probabilities printed per token and per sentence.",
 )
 @quiet_option
+@cache_option
 @json_option
-def score(sentences, model_path, file_, mode, per_word, log_base, quiet, as_json) -> None:
+def score(sentences, model_path, file_, mode, per_word, log_base, quiet, cache, as_json) -> None:
     """Log-probability, per-token probabilities and perplexity of each sentence.
 
     Each sentence is tokenized like the training corpus; its tokens are its words and
@@ -107,7 +111,8 @@ def score(sentences, model_path, file_, mode, per_word, log_base, quiet, as_json
     texts += text_lines(file_.read(), source) if file_ is not None else []
     if not texts:
         raise click.UsageError("nothing to score: give sentences as arguments or --file")
-    scored = score_texts(model_path, texts, mode, show_progress(quiet) and file_ is not None)
+    progress = show_progress(quiet) and file_ is not None
+    scored = score_texts(model_path, texts, mode, progress, cache)
     result = {"sentences": [s.to_dict() for s in scored.sentences], "log_base": log_base}
     if len(texts) > 1:
         result["corpus_perplexity"] = scored.corpus_perplexity
@@ -121,6 +126,28 @@ def score(sentences, model_path, file_, mode, per_word, log_base, quiet, as_json
         if len(texts) > 1:
             tokens = sum(len(s.log_probs) for s in scored.sentences)
             click.echo(f"corpus perplexity {scored.corpus_perplexity:.2f} over {tokens} tokens")
+
+
+@click.command(name="next")
+@click.argument("context", default="")
+@model_option
+@int_option("--top-k", "-k", default=10, low=1, help="How many candidates to list.")
+@cache_option
+@json_option
+def next_word(context, model_path, top_k, cache, as_json) -> None:
+    """The likeliest next words after CONTEXT, e.g. "the cat sat on the", with probabilities.
+
+    SENTENCE_END means the sentence ends there. The probabilities are over the whole
+    vocabulary, so the list sums to at most 1. Without CONTEXT: a sentence's first words.
+    """
+    from rnnlm.generate import next_from
+
+    result = next_from(model_path, as_text(context), top_k, cache)
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        for word, prob in result.candidates:
+            click.echo(f"{prob:8.4f}  {word}")
 
 
 def finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
@@ -146,15 +173,16 @@ def finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
     callback=finite,
     help="total = score + weight * ln p_LM(text).",
 )
+@cache_option
 @json_option
-def rescore(nbest, model_path, lm_weight, as_json) -> None:
+def rescore(nbest, model_path, lm_weight, cache, as_json) -> None:
     """Add the language model's log-probability to n-best hypotheses and re-rank them.
 
     Output lines: id ||| text ||| score ||| lm ||| total, best first within each id.
     """
     from rnnlm.nbest import rescore as rerank
 
-    rows = rerank(model_path, nbest.read(), getattr(nbest, "name", "stdin"), lm_weight)
+    rows = rerank(model_path, nbest.read(), getattr(nbest, "name", "stdin"), lm_weight, cache)
     if as_json:
         echo_json(rows)
         return
@@ -164,4 +192,4 @@ def rescore(nbest, model_path, lm_weight, as_json) -> None:
         )
 
 
-COMMANDS = [sample, fill, score, rescore]
+COMMANDS = [sample, fill, score, next_word, rescore]

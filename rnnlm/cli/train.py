@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from rnnlm.cli.options import (
+    cache_option,
     config_file_option,
     config_options,
     given,
@@ -38,8 +39,9 @@ PREPARE_KEYS = tuple(
     "the best one goes to NAME.best.npz beside it.",
 )
 @quiet_option
+@cache_option
 @json_option
-def train(config_file, resume, out, quiet, as_json, **options) -> None:
+def train(config_file, resume, out, quiet, cache, as_json, **options) -> None:
     """Tokenize a corpus, build a vocabulary and train an RNN language model.
 
     The loss (cross-entropy per token, in nats) is printed at every evaluation;
@@ -57,6 +59,7 @@ def train(config_file, resume, out, quiet, as_json, **options) -> None:
         config_file=config_file,
         resume=resume,
         show_progress=show_progress(quiet),
+        cache=cache,
     )
     if summary is None:  # not rank 0 of a distributed run
         return

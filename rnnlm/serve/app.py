@@ -293,7 +293,7 @@ def create_app(served: Mapping[str, Served], limits: Limits = Limits()) -> FastA
             "model": one.name,
             "context": request.context,
             "tokens": tokens,
-            "unknown": [token not in vocab for token in tokens],
+            "unknown": vocab.is_unknown(vocab.ids(tokens)).tolist(),
             "next": [{"token": word, "prob": prob} for word, prob in candidates],
         }
 
