@@ -24,11 +24,16 @@ try:
     if NAME == "aesara":
         import aesara as _library
         import aesara.tensor as tensor
-        from aesara.compile.mode import get_mode
+        from aesara.compile.compilelock import lock_ctx
+        from aesara.compile.function.types import FunctionMaker
+        from aesara.compile.mode import Mode, get_mode
         from aesara.compile.sharedvalue import SharedVariable
         from aesara.gradient import DisconnectedType, disconnected_type, jacobian, verify_grad
-        from aesara.graph.basic import Apply, Variable
+        from aesara.graph.basic import Apply, Constant, Variable
+        from aesara.graph.fg import FunctionGraph
         from aesara.graph.op import Op
+        from aesara.link.c.basic import CLinker
+        from aesara.link.c.cmodule import get_module_cache
         from aesara.link.c.op import COp
         from aesara.tensor.math import sigmoid
         from aesara.tensor.random.utils import RandomStream
@@ -36,11 +41,16 @@ try:
     else:
         import pytensor as _library
         import pytensor.tensor as tensor
-        from pytensor.compile.mode import get_mode
+        from pytensor.compile.compilelock import lock_ctx
+        from pytensor.compile.function.types import FunctionMaker
+        from pytensor.compile.mode import Mode, get_mode
         from pytensor.compile.sharedvalue import SharedVariable
         from pytensor.gradient import DisconnectedType, disconnected_type, jacobian, verify_grad
-        from pytensor.graph.basic import Apply, Variable
+        from pytensor.graph.basic import Apply, Constant, Variable
+        from pytensor.graph.fg import FunctionGraph
         from pytensor.graph.op import Op
+        from pytensor.link.c.basic import CLinker
+        from pytensor.link.c.cmodule import get_module_cache
         from pytensor.link.c.op import COp
         from pytensor.tensor.math import sigmoid
         from pytensor.tensor.random.utils import RandomStream
@@ -65,8 +75,13 @@ __all__ = [
     "NAME",
     "VERSION",
     "Apply",
+    "CLinker",
     "COp",
+    "Constant",
     "DisconnectedType",
+    "FunctionGraph",
+    "FunctionMaker",
+    "Mode",
     "Op",
     "RandomStream",
     "SharedVariable",
@@ -75,8 +90,10 @@ __all__ = [
     "disconnected_type",
     "function",
     "get_mode",
+    "get_module_cache",
     "grad",
     "jacobian",
+    "lock_ctx",
     "log_softmax",
     "scan",
     "shared",
