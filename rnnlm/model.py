@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rnnlm import backend
+from rnnlm import backend, parallel_compile
 from rnnlm.architecture import param_shapes, stacks
 from rnnlm.backend import RandomStream, log_softmax
 from rnnlm.backend import tensor as tt
@@ -114,8 +114,9 @@ class Model:
         self.config = config = config.for_mode("sentence")
         self.cache = cache  # compiled functions from disk when the same graph was compiled before
         self.cell = CELLS[config.cell]
-        # Compiles both the functions and the scans' inner graphs (None: the flags' mode).
-        self.compile_mode = backend.get_mode(compile_mode)
+        # Compiles both the functions and the scans' inner graphs (None: the flags' mode),
+        # their missing C modules on every core.
+        self.compile_mode = parallel_compile.parallel(compile_mode)
         if config.bptt_truncate != -1:
             # Aesara 2.9.4's scan_pushout_add moves the truncated gradient's sums out of the
             # scan with the full sequence length: a shape error at run time.
