@@ -33,7 +33,7 @@ try:
         from aesara.graph.fg import FunctionGraph
         from aesara.graph.op import Op
         from aesara.link.c.basic import CLinker
-        from aesara.link.c.cmodule import get_module_cache
+        from aesara.link.c.cmodule import get_module_cache, get_module_hash
         from aesara.link.c.op import COp
         from aesara.tensor.math import sigmoid
         from aesara.tensor.random.utils import RandomStream
@@ -50,7 +50,7 @@ try:
         from pytensor.graph.fg import FunctionGraph
         from pytensor.graph.op import Op
         from pytensor.link.c.basic import CLinker
-        from pytensor.link.c.cmodule import get_module_cache
+        from pytensor.link.c.cmodule import get_module_cache, get_module_hash
         from pytensor.link.c.op import COp
         from pytensor.tensor.math import sigmoid
         from pytensor.tensor.random.utils import RandomStream
@@ -91,6 +91,7 @@ __all__ = [
     "function",
     "get_mode",
     "get_module_cache",
+    "get_module_hash",
     "grad",
     "jacobian",
     "lock_ctx",
