@@ -79,11 +79,16 @@ def prebuild(fgraph: Any) -> int:
     if count < 2:
         return 0
     cache = backend.get_module_cache(backend.config.compiledir)
-    missing: dict[Any, Any] = {}
+    missing: dict[Any, Any] = {}  # module hash -> node
     for node in fgraph.toposort():
-        key = _module_key(node)
-        if key is not None and key not in cache.entry_from_key and key not in missing:
-            missing[key] = node
+        found = _module_key(node)
+        if found is None or found[0] in cache.entry_from_key:
+            continue
+        key, source = found
+        # The linker also takes a module with the same source under another key.
+        module_hash = backend.get_module_hash(source, key)
+        if module_hash not in cache.module_hash_to_key_data:
+            missing.setdefault(module_hash, node)
     if len(missing) < MIN_MODULES:
         return 0
     started = time.perf_counter()
@@ -104,16 +109,17 @@ def prebuild(fgraph: Any) -> int:
     return len(folders)
 
 
-def _module_key(node: Any) -> Any:
-    """The module key the linker will look up for `node` (as the library's COp computes it),
-    or None for a node without its own C module."""
+def _module_key(node: Any) -> tuple[Any, str] | None:
+    """The module key the linker will look up for `node` (as the library's COp computes it)
+    and the module's source, or None for a node without a C module of its own."""
     op = node.op
     if not isinstance(op, backend.COp):
         return None
     try:
         op.prepare_node(node, None, None, "c")
         graph = backend.FunctionGraph(node.inputs, node.outputs)
-        return backend.CLinker().accept(graph, no_recycling=[]).cmodule_key()
+        linker = backend.CLinker().accept(graph, no_recycling=[])
+        return linker.cmodule_key(), linker.get_src_code()
     except Exception:  # no C code for these types, or anything else: the linker decides
         return None
 

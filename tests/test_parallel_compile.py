@@ -6,14 +6,39 @@ import numpy as np
 from rnnlm import backend, parallel_compile
 from rnnlm.backend import tensor as tt
 
+UNARY = [
+    (tt.tanh, np.tanh),
+    (tt.sin, np.sin),
+    (tt.cos, np.cos),
+    (tt.arctan, np.arctan),
+    (tt.exp, np.exp),
+    (tt.log1p, np.log1p),
+    (tt.sqrt, np.sqrt),
+    (tt.square, np.square),
+]
+
 
 def fresh_graph():
-    """Three elementwise loops over different ranks (so they cannot fuse), with constants
-    drawn now: modules no compile directory has seen."""
-    constants = np.random.default_rng().uniform(1, 2, size=3).round(12)
-    x, y, z = tt.dvector("x"), tt.dmatrix("y"), tt.dtensor3("z")
-    outputs = [tt.exp(x) * constants[0], tt.tanh(y) + constants[1], tt.log(z) - constants[2]]
-    return [x, y, z], outputs, constants
+    """Three fused elementwise loops over different ranks (so they stay three), each a chain
+    of operations drawn now: C sources nobody has compiled (8**8 chains each)."""
+    rng = np.random.default_rng()
+    chains = [[UNARY[i] for i in rng.integers(0, len(UNARY), size=8)] for _ in range(3)]
+    inputs = [tt.dvector("x"), tt.dmatrix("y"), tt.dtensor3("z")]
+    outputs = []
+    for variable, chain in zip(inputs, chains, strict=True):
+        for symbolic, _ in chain:
+            variable = symbolic(variable) * 0.5  # keeps exp and sqr from running away
+        outputs.append(variable)
+
+    def expected(*values):
+        results = []
+        for value, chain in zip(values, chains, strict=True):
+            for _, numeric in chain:
+                value = numeric(value) * 0.5
+            results.append(value)
+        return results
+
+    return inputs, outputs, expected
 
 
 def spy_on_prebuild(monkeypatch):
@@ -24,8 +49,8 @@ def spy_on_prebuild(monkeypatch):
     cache = backend.get_module_cache(backend.config.compiledir)
 
     def spy(fgraph):
-        keys = [parallel_compile._module_key(node) for node in fgraph.toposort()]
-        keys = [key for key in keys if key is not None]
+        found = [parallel_compile._module_key(node) for node in fgraph.toposort()]
+        keys = [key for key, _ in filter(None, found)]
         before = sum(key in cache.entry_from_key for key in keys)
         built = original(fgraph)
         after = sum(key in cache.entry_from_key for key in keys)
@@ -39,28 +64,26 @@ def spy_on_prebuild(monkeypatch):
 def test_missing_modules_are_built_by_workers_and_found_by_the_linker(monkeypatch):
     monkeypatch.setenv(parallel_compile.WORKERS_VARIABLE, "2")
     calls = spy_on_prebuild(monkeypatch)
-    inputs, outputs, constants = fresh_graph()
+    inputs, outputs, expected = fresh_graph()
     f = backend.function(inputs, outputs, mode=parallel_compile.parallel("FAST_RUN"))
     (call,) = calls
     assert call["before"] < call["keys"] - 2  # at least three modules were missing
     assert call["built"] >= 3
     assert call["after"] == call["keys"]  # all moved in before linking, known to the cache
 
-    x, y, z = np.full(2, 0.5), np.full((2, 2), 0.5), np.full((2, 2, 2), 0.5)
-    got = f(x, y, z)
-    np.testing.assert_allclose(got[0], np.exp(x) * constants[0])
-    np.testing.assert_allclose(got[1], np.tanh(y) + constants[1])
-    np.testing.assert_allclose(got[2], np.log(z) - constants[2])
+    values = np.full(2, 0.5), np.full((2, 2), 0.25), np.full((2, 2, 2), 0.75)
+    for got, want in zip(f(*values), expected(*values), strict=True):
+        np.testing.assert_allclose(got, want)
 
 
 def test_one_worker_builds_nothing_in_parallel(monkeypatch):
     monkeypatch.setenv(parallel_compile.WORKERS_VARIABLE, "1")
     calls = spy_on_prebuild(monkeypatch)
-    inputs, outputs, constants = fresh_graph()
+    inputs, outputs, expected = fresh_graph()
     f = backend.function(inputs, outputs, mode=parallel_compile.parallel("FAST_RUN"))
     assert [call["built"] for call in calls] == [0]
-    got = f(np.ones(1), np.ones((1, 1)), np.ones((1, 1, 1)))
-    np.testing.assert_allclose(got[0], np.e * constants[0])
+    values = np.ones(1), np.ones((1, 1)), np.ones((1, 1, 1))
+    np.testing.assert_allclose(f(*values)[0], expected(*values)[0])
 
 
 def test_a_python_linker_is_left_alone(monkeypatch):
