@@ -64,8 +64,8 @@ def test_each_word_is_coloured_by_surprisal_with_its_probability_on_hover(page, 
     for i in range(7):
         token = tokens.nth(i)
         assert float(token.get_attribute("data-prob")) == pytest.approx(expected[i])
-        assert "p = " in token.get_attribute("title")
-        assert "bits" in token.get_attribute("title")
+        assert "p = " in token.get_attribute("data-tip")  # shown on hover
+        assert "bits" in token.get_attribute("data-tip")
     colours = {tokens.nth(i).evaluate("node => node.style.background") for i in range(7)}
     assert len(colours) > 1  # different surprisals, different colours
     assert "perplexity" in page.locator("#perplexity").text_content()
