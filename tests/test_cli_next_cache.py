@@ -2,6 +2,8 @@
 models, through the command line."""
 
 import json
+import subprocess
+import sys
 
 import click
 import pytest
@@ -62,7 +64,7 @@ def test_cache_info_clear_and_no_cache(model_file, tmp_path):
     info = json.loads(run("cache", "info", "--json", cache=tmp_path).output)
     assert (info["entries"], info["path"]) == (0, str(tmp_path / "rnnlm"))
 
-    assert run("--no-cache", "score", "a cat", "--model", model_file, cache=tmp_path).exit_code == 0
+    assert run("score", "a cat", "--model", model_file, "--no-cache", cache=tmp_path).exit_code == 0
     assert json.loads(run("cache", "info", "--json", cache=tmp_path).output)["entries"] == 0
 
     first = run("score", "a cat", "--model", model_file, "--json", cache=tmp_path)
@@ -89,3 +91,27 @@ def test_served_models_are_named_by_file_or_by_name():
         model_names(("x/a.npz", "y/a.npz"))
     with pytest.raises(click.BadParameter, match="empty model name"):
         model_names(("=a.npz",))
+
+
+RUNS_A_MODEL = ["sample", "fill", "score", "next", "rescore", "eval", "compare", "diagnose"]
+
+
+@pytest.mark.parametrize("command", [*RUNS_A_MODEL, "train", "serve"])
+def test_every_command_that_compiles_takes_no_cache(command):
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0
+    assert "--no-cache" in result.output
+
+
+def test_help_of_the_new_commands_imports_no_tensor_library():
+    script = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from rnnlm.cli import main\n"
+        "for args in (['--help'], ['serve', '--help'], ['next', '--help'], ['cache', '--help']):\n"
+        "    assert CliRunner().invoke(main, args).exit_code == 0\n"
+        "heavy = ('aesara', 'pytensor', 'fastapi', 'uvicorn')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr
