@@ -62,7 +62,9 @@ def limit_options(command: Callable) -> Callable:
     show_default=True,
     help="Address to listen on; 0.0.0.0 opens the service to the network (no authentication).",
 )
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port."
+)
 @limit_options
 @click.option("--access-log", is_flag=True, help="Log every request on stderr.")
 @quiet_option
