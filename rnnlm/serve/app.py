@@ -407,7 +407,13 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over `max_bytes` gets a 413 before any route sees it."""
+    """ASGI middleware: a request body over `max_bytes` gets a 413 before any route sees it.
+
+    A body up to DRAIN times the limit is read to its end first (and dropped), so a client
+    still sending it gets the 413 rather than a broken connection; a bigger one is cut off.
+    """
+
+    DRAIN = 16
 
     def __init__(self, app: Any, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -417,19 +423,27 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared is not None and (
+            not declared.isdigit() or int(declared) > self.DRAIN * self.max_bytes
+        ):
             await self._refuse(scope, send)
             return
-        body, more = b"", True
+        chunks, size, more = [], 0, True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                await self._refuse(scope, send)
-                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= self.max_bytes:
+                chunks.append(chunk)
             more = message.get("more_body", False)
+            if size > self.DRAIN * self.max_bytes:
+                break
+        if size > self.max_bytes:
+            await self._refuse(scope, send)
+            return
+        body = b"".join(chunks)
         replayed = False
 
         async def replay() -> dict:
