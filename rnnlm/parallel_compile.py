@@ -210,9 +210,18 @@ _WORKERS: Workers | None = None
 
 def _pool(count: int) -> Workers:
     """One set of workers per process, started on first need (each imports the library
-    once) and stopped at exit."""
+    once) and stopped at exit, or by `close_workers`."""
     global _WORKERS
     if _WORKERS is None:
         _WORKERS = Workers(count)
-        atexit.register(_WORKERS.close)
+        atexit.register(close_workers)
     return _WORKERS
+
+
+def close_workers() -> None:
+    """Stop the compile workers, if any (a long-running process that has compiled all it
+    needs, such as a service, need not keep them); they start again when next needed."""
+    global _WORKERS
+    if _WORKERS is not None:
+        _WORKERS.close()
+        _WORKERS = None

@@ -75,6 +75,10 @@ def test_missing_modules_are_built_by_workers_and_found_by_the_linker(monkeypatc
     for got, want in zip(f(*values), expected(*values), strict=True):
         np.testing.assert_allclose(got, want)
 
+    workers = parallel_compile._WORKERS.processes
+    parallel_compile.close_workers()
+    assert all(process.poll() is not None for process in workers)  # stopped, not orphaned
+
 
 def test_one_worker_builds_nothing_in_parallel(monkeypatch):
     monkeypatch.setenv(parallel_compile.WORKERS_VARIABLE, "1")

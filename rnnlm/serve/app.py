@@ -228,28 +228,27 @@ def create_app(served: Mapping[str, Served], limits: Limits = Limits()) -> FastA
         return page
 
     @app.get("/v1/health")
-    async def health() -> dict:
+    async def health() -> JSONResponse:
         """Up and ready: every model is loaded and compiled."""
-        return {"status": "ok", "models": list(served)}
+        return JSONResponse({"status": "ok", "models": list(served)})
 
     @app.get("/v1/info")
-    async def info() -> dict:
+    async def info() -> JSONResponse:
         """The models (the first is the default), the limits and the batching so far."""
-        return {
-            "version": __version__,
-            "models": [one.describe() for one in served.values()],
-            "limits": limits.to_dict(),
-            "batches": {
-                one.name: {
-                    kind: {"calls": b.batches, "requests": b.items}
-                    for kind, b in one.batchers.items()
-                }
-                for one in served.values()
-            },
+        batches = {
+            one.name: {
+                kind: {"calls": b.batches, "requests": b.items} for kind, b in one.batchers.items()
+            }
+            for one in served.values()
         }
+        models = [one.describe() for one in served.values()]
+        limits_shown = limits.to_dict()
+        return JSONResponse(
+            {"version": __version__, "models": models, "limits": limits_shown, "batches": batches}
+        )
 
     @app.post("/v1/score")
-    async def score_sentences(request: ScoreRequest) -> dict:
+    async def score_sentences(request: ScoreRequest) -> JSONResponse:
         """Per sentence what `rnnlm score --json` gives: log-probability (natural log and
         log10), perplexity, token counts, and with `per_word` each token's probability."""
         one = pick(request.model)
@@ -276,10 +275,10 @@ def create_app(served: Mapping[str, Served], limits: Limits = Limits()) -> FastA
         response = {"model": one.name, "sentences": sentences}
         if len(scores) > 1:
             response["corpus_perplexity"] = corpus_perplexity(scores)
-        return response
+        return JSONResponse(response)
 
     @app.post("/v1/next")
-    async def next_word(request: NextRequest) -> dict:
+    async def next_word(request: NextRequest) -> JSONResponse:
         """The likeliest next tokens after `context`, with the model's probabilities (over
         the whole vocabulary, so the list sums to at most 1). SENTENCE_END means the
         sentence ends here."""
@@ -289,16 +288,18 @@ def create_app(served: Mapping[str, Served], limits: Limits = Limits()) -> FastA
         tokens = bounded_tokens(one, request.context, "context", empty_ok=True)
         candidates = await one.batchers["next"].submit((tokens, request.top_k))
         vocab = one.ckpt.vocab
-        return {
-            "model": one.name,
-            "context": request.context,
-            "tokens": tokens,
-            "unknown": vocab.is_unknown(vocab.ids(tokens)).tolist(),
-            "next": [{"token": word, "prob": prob} for word, prob in candidates],
-        }
+        return JSONResponse(
+            {
+                "model": one.name,
+                "context": request.context,
+                "tokens": tokens,
+                "unknown": vocab.is_unknown(vocab.ids(tokens)).tolist(),
+                "next": [{"token": word, "prob": prob} for word, prob in candidates],
+            }
+        )
 
     @app.post("/v1/sample")
-    async def sample_text(request: SampleRequest) -> dict:
+    async def sample_text(request: SampleRequest) -> JSONResponse:
         """Sentences drawn from the model, each token with the probability it had; the
         shape of `rnnlm sample --json`."""
         one = pick(request.model)
@@ -339,7 +340,7 @@ def create_app(served: Mapping[str, Served], limits: Limits = Limits()) -> FastA
         # Not batched with other requests (each has its own settings), but in the model's
         # thread like every compiled call.
         drawn = await asyncio.get_running_loop().run_in_executor(one.executor, draw)
-        return {
+        response = {
             "model": one.name,
             "prompt_tokens": len(prompt),  # every sample opens with them
             "samples": [
@@ -350,6 +351,7 @@ def create_app(served: Mapping[str, Served], limits: Limits = Limits()) -> FastA
                 for sentence in drawn
             ],
         }
+        return JSONResponse(response)
 
     return app
 

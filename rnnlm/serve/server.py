@@ -39,9 +39,11 @@ def run(
     """Serve `models` (name -> file; the first is the default) until told to stop."""
     import uvicorn
 
+    from rnnlm.parallel_compile import close_workers
     from rnnlm.serve.app import create_app, load_models
 
     served = load_models(models, limits, cache)
+    close_workers()  # everything is compiled: no compile workers idling beside the service
     for one in served.values():
         count = one.model.params.count()
         log.info("Model %r: %s (%s parameters).", one.name, one.path, f"{count:,}")
