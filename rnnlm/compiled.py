@@ -4,15 +4,19 @@
     miss: compile, then pickle without the shared values;  hit: unpickle onto the shared
     variables of the graph just built (the caller's parameters, optimizer state, RNGs)
 
+    recipe (function name, model config, mode, our sources) --sha256--> <cache>/<hex>.alias
+    a JSON pointer to the .fn entry and the names of its shared variables: found before
+    any graph is built, so a model's own functions load without building one
+
 The key is a digest of the graph itself (every op, its properties, types, constants and
 scan's inner graphs), the compile mode and call options, and the versions of everything
 that turns a graph into code (rnnlm, the tensor library, numpy, Python, the compiler flags,
 our C ops' `c_code_cache_version` and source). So any change that shapes the graph - config,
 optimizer settings, code - is a different entry, and nothing has to list what matters.
 
-A pickle is code. The cache reads only `<root>/<hex>.fn`, names it computes itself, in a
-folder of its own (0700, owned by this user); files that are links, someone else's, or
-writable by others are never opened. Entries are written atomically and validated on load
+A pickle is code. The cache reads only `<root>/<hex>.fn` and `.alias`, names it computes
+itself, in a folder of its own (0700, owned by this user); files that are links, someone
+else's, or writable by others are never opened. Entries are written atomically and validated on load
 (header, payload digest, the rebinding); anything stale or corrupt is rebuilt silently.
 """
 
@@ -111,7 +115,8 @@ class FunctionCache:
         self.max_bytes = max_bytes
         self.stats = CacheStats()
         self._usable: bool | None = None
-        self._compiled: list[tuple[Path, dict, list, Callable]] = []  # what `function` did
+        # While `named` builds: what `function` compiled or loaded (path, key, shared, fn).
+        self._recorded: list[tuple[Path, dict, list, Callable]] | None = None
 
     def function(
         self,
@@ -141,7 +146,8 @@ class FunctionCache:
             fn = backend.function(inputs, outputs, mode=mode, updates=updates, **kwargs)
             if self.usable():
                 self._save_entry(path, key, fn, shared)
-        self._compiled.append((path, key, shared, fn))
+        if self._recorded is not None:
+            self._recorded.append((path, key, shared, fn))
         return fn
 
     def named(
@@ -166,10 +172,12 @@ class FunctionCache:
             if fn is not None:
                 self.stats.hits += 1
                 return fn
-        first = len(self._compiled)
-        fn = build()
-        made = [entry for entry in self._compiled[first:] if entry[3] is fn]
-        del self._compiled[first:]
+        outer, self._recorded = self._recorded, []
+        try:
+            fn = build()
+            made = [entry for entry in self._recorded if entry[3] is fn]
+        finally:
+            self._recorded = outer
         names = {id(var): name for name, var in shared.items()}
         if made and self.usable():
             entry_path, entry_key, entry_shared, _ = made[0]
