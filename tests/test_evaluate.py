@@ -1,5 +1,6 @@
 """Corpus evaluation: the counting conventions, stream vs sentence mode, the bootstrap, the CLI."""
 
+import dataclasses
 import json
 import math
 
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rnnlm import checkpoint
+from rnnlm import checkpoint, evaluate
+from rnnlm.batches import stream_ids
 from rnnlm.cli import main
 from rnnlm.config import Config, DataConfig, ModelConfig
 from rnnlm.evaluate import bootstrap_interval, paired_bootstrap, sentence_log_probs, summarize
@@ -39,13 +41,22 @@ def test_stream_and_sentence_mode_agree_on_a_single_sentence(model, vocab):
     np.testing.assert_allclose(streamed, alone, rtol=1e-5)
 
 
-def test_stream_mode_carries_the_state_into_the_next_sentence(model, vocab):
+def test_stream_mode_carries_the_state_into_the_next_sentence(model, vocab, monkeypatch):
     sentences = encode(vocab, WORDS)
     alone = sentence_log_probs(model, sentences, "sentence")
     streamed = sentence_log_probs(model, sentences, "stream")
     assert [len(s) for s in streamed] == [len(s) - 1 for s in sentences]
     np.testing.assert_allclose(streamed[0], alone[0], rtol=1e-5)
     assert not np.allclose(streamed[1], alone[1])
+    # The oracle: one forward pass over the whole text, whether it is read in one window
+    # or, carrying the state, in windows of 3 steps.
+    ids = stream_ids(sentences)
+    x, y = ids[:-1, None], ids[1:, None]
+    long_pass = model.log_probs(x, y, np.ones(x.shape))[:, 0]
+    np.testing.assert_allclose(np.concatenate(streamed), long_pass, rtol=1e-5)
+    monkeypatch.setattr(evaluate, "STREAM_BPTT", 3)
+    windowed = sentence_log_probs(model, sentences, "stream")
+    np.testing.assert_allclose(np.concatenate(windowed), long_pass, rtol=1e-5)
 
 
 def test_unknown_words_are_counted_and_can_be_left_out(model, vocab):
@@ -138,6 +149,81 @@ def test_log_base_converts_the_printed_log_probabilities(model_file):
     ln_first = scored["sentences"][0]["tokens"][0]["log_prob"]
     out = invoke("score", "--model", path, "the cat sat .", "--log-base", "2")
     assert f"log2 p={ln_first / math.log(2):.4f}" in out
+
+
+# -- models that ignore context, with probabilities worked out by hand ---------------------------
+
+
+def unigram_file(folder, vocab, model, probs: dict[str, float], name: str):
+    """A float64 model whose output layer ignores the state (weights 0, bias ln q): every
+    token has probability q[token], `probs` for the words named and the rest shared evenly."""
+    rest = (1 - sum(probs.values())) / (len(vocab) - len(probs))
+    q = np.array([probs.get(word, rest) for word in vocab.words])
+    config = dataclasses.replace(model.config, dtype="float64")
+    params = init_params(config, np.random.default_rng(0))
+    params["out/W"] = np.zeros_like(params["out/W"])
+    params["out/b"] = np.log(q)
+    path = folder / name
+    full = Config(data=DataConfig(vocab_size=20), model=config)
+    checkpoint.save(path, checkpoint.Checkpoint(full, vocab, params))
+    return path
+
+
+@pytest.fixture(scope="module")
+def unigrams(tmp_path_factory, vocab, model):
+    """13 tokens. Uniform: 1/13 each. Unknown-heavy: UNKNOWN_TOKEN 1/2, the other 12 1/24."""
+    folder = tmp_path_factory.mktemp("unigrams")
+    assert len(vocab) == 13
+    uniform = unigram_file(folder, vocab, model, {}, "uniform.npz")
+    unknown_heavy = unigram_file(folder, vocab, model, {vocab.unknown: 0.5}, "unknown.npz")
+    return uniform, unknown_heavy
+
+
+def test_rescore_totals_worked_out_by_hand(unigrams, tmp_path):
+    """With the unknown-heavy model, ln p(text) is by hand:
+    "the cat sat ."        the cat sat . END        5 ln(1/24)              = -15.8903
+    "the zebra zebra ran"  the UNK UNK ran END      3 ln(1/24) + 2 ln(1/2)  = -10.9205
+    total = score + weight * ln p: weight 1 keeps the score's order, weight 2 turns it."""
+    _, unknown_heavy = unigrams
+    nbest = tmp_path / "nbest.txt"
+    nbest.write_text("1 ||| the cat sat . ||| 0.0\n1 ||| the zebra zebra ran ||| -6.0\n")
+    rows = json.loads(
+        invoke("rescore", "--model", unknown_heavy, "--nbest", nbest, "--lm-weight", 1, "--json")
+    )
+    assert [r["text"] for r in rows] == ["the cat sat .", "the zebra zebra ran"]
+    assert [r["lm"] for r in rows] == pytest.approx([-15.890269151739728, -10.920455852163728])
+    assert [r["total"] for r in rows] == pytest.approx([-15.890269151739728, -16.920455852163727])
+    lines = invoke("rescore", "--model", unknown_heavy, "--nbest", nbest, "--lm-weight", 2)
+    assert lines.splitlines() == [
+        "1 ||| the zebra zebra ran ||| -6.0000 ||| -10.9205 ||| -27.8409",
+        "1 ||| the cat sat . ||| 0.0000 ||| -15.8903 ||| -31.7805",
+    ]
+
+
+def test_compare_measures_a_known_margin(unigrams, tmp_path):
+    """Perplexity is 13 under the uniform model on any text, and 24 under the unknown-heavy
+    one on text without unknown words: B - A = 11 in every resample. On a text of unknown
+    words B wins: (2 * 2 * 2 * 24 * 24) ** (1/5) = 5.4038 (zebra zebra zebra . END)."""
+    uniform, unknown_heavy = unigrams
+    known = tmp_path / "known.txt"
+    known.write_text("the cat sat .\na dog ran to the bird .\n")
+    result = json.loads(
+        invoke("compare", "--model", uniform, "--model", unknown_heavy, "--corpus", known,
+               "--samples", 200, "--json")
+    )  # fmt: skip
+    assert result["perplexity_a"] == pytest.approx(13, rel=1e-12)
+    assert result["perplexity_b"] == pytest.approx(24, rel=1e-12)
+    assert result["interval"] == pytest.approx([11, 11], rel=1e-9)
+    assert result["verdict"] == "model A is better (p < 0.005)"
+    unknown = tmp_path / "unknown.txt"
+    unknown.write_text("zebra zebra zebra .\n")
+    result = json.loads(
+        invoke("compare", "--model", uniform, "--model", unknown_heavy, "--corpus", unknown,
+               "--samples", 200, "--json")
+    )  # fmt: skip
+    assert result["perplexity_a"] == pytest.approx(13, rel=1e-12)
+    assert result["perplexity_b"] == pytest.approx(5.403840154082454, rel=1e-12)
+    assert result["verdict"] == "model B is better (p < 0.005)"
 
 
 def test_compare_finds_no_difference_between_a_model_and_itself(model_file):
