@@ -100,26 +100,57 @@ def valid_dict() -> dict:
     return small_vocab().to_dict()
 
 
+WORDS_TYPE = "'words' must be a list of strings"
+COUNTS_TYPE = "'counts' must be a list of integers"
+
+
 @pytest.mark.parametrize(
-    "key, value",
+    "key, value, match",
     [
-        ("words", "the cat"),
-        ("words", ["the", 3]),
-        ("counts", [1.0] * 9),
-        ("counts", [True] * 9),
-        ("counts", None),
-        ("unknown", 7),
+        ("words", "the cat", WORDS_TYPE),
+        ("words", ["the", 3], WORDS_TYPE),
+        ("counts", [1.0] * 9, COUNTS_TYPE),
+        ("counts", [True] * 9, COUNTS_TYPE),
+        ("counts", None, COUNTS_TYPE),
+        ("unknown", 7, "'unknown' must be a string, got 7"),
     ],
 )
-def test_from_dict_rejects_wrong_types(key, value):
+def test_from_dict_rejects_wrong_types(key, value, match):
     data = valid_dict()
     data[key] = value
-    with pytest.raises(RnnlmError):
+    with pytest.raises(RnnlmError, match=match):
+        Vocabulary.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    "key, wrong, match",
+    [
+        ("words", tuple, WORDS_TYPE),
+        ("words", lambda words: [*words[:-1], 3], WORDS_TYPE),
+        ("counts", lambda counts: [float(c) for c in counts], COUNTS_TYPE),
+        ("counts", lambda counts: [c > 0 for c in counts], COUNTS_TYPE),
+        ("counts", lambda counts: [np.int64(c) for c in counts], COUNTS_TYPE),
+        ("unknown", lambda token: [token], "'unknown' must be a string"),
+        ("start", lambda token: None, "'start' must be a string, got None"),
+        ("end", lambda token: 1, "'end' must be a string, got 1"),
+    ],
+    ids=[
+        "words-tuple", "words-int", "counts-float", "counts-bool", "counts-numpy",
+        "unknown-list", "start-none", "end-int",
+    ],
+)  # fmt: skip
+def test_from_dict_names_the_one_wrong_field(key, wrong, match):
+    """One field broken, everything else valid (same lengths, special tokens present): only
+    the check named can raise, and a tuple or numpy ints, which the constructor would take,
+    are still refused in a file."""
+    data = valid_dict()
+    data[key] = wrong(data[key])
+    with pytest.raises(RnnlmError, match=match):
         Vocabulary.from_dict(data)
 
 
 def test_from_dict_rejects_non_mapping():
-    with pytest.raises(RnnlmError):
+    with pytest.raises(RnnlmError, match="must be a JSON object, got list"):
         Vocabulary.from_dict(["words"])
 
 
