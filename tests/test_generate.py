@@ -250,6 +250,41 @@ def test_corpus_perplexity_is_exp_of_the_mean_token_nll(model, vocab):
     assert corpus_perplexity(results) == pytest.approx(want, rel=1e-12)
 
 
+@contextlib.contextmanager
+def unigram(model, vocab, probs: dict[str, float]):
+    """Temporarily a model that ignores context: output weights 0, output bias ln q, where
+    q[word] is `probs` for the words named and the rest shared evenly by the others."""
+    rest = (1 - sum(probs.values())) / (len(vocab) - len(probs))
+    saved = {name: model.params[name].get_value() for name in ("out/W", "out/b")}
+    model.params["out/W"].set_value(np.zeros_like(saved["out/W"]))
+    model.params["out/b"].set_value(np.log([probs.get(w, rest) for w in vocab.words]))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            model.params[name].set_value(value)
+
+
+def test_scores_and_corpus_perplexity_worked_out_by_hand(model, vocab):
+    """13 tokens; p(the) = 1/2, every other token 1/24, whatever came before:
+    "the cat ran"           the cat ran END             ln p = ln(1/2) + 3 ln(1/24)
+    "a dog sat on the mat"  a dog sat on the mat END    ln p = ln(1/2) + 6 ln(1/24)
+    perplexity (2 * 24**3) ** (1/4), (2 * 24**6) ** (1/7); together (2**2 * 24**9) ** (1/11)."""
+    assert len(vocab) == 13
+    with unigram(model, vocab, {"the": 0.5}):
+        results = scored(model, vocab, ["the cat ran", "a dog sat on the mat"])
+    first, second = (r.to_dict() for r in results)
+    assert [t["prob"] for t in first["tokens"]] == pytest.approx([1 / 2, 1 / 24, 1 / 24, 1 / 24])
+    assert first["log_prob"] == pytest.approx(-math.log(2) - 3 * math.log(24), rel=1e-12)
+    assert first["log10_prob"] == pytest.approx(-math.log10(2) - 3 * math.log10(24), rel=1e-12)
+    assert first["n_tokens"] == 4
+    assert first["perplexity"] == pytest.approx((2 * 24**3) ** (1 / 4), rel=1e-12)
+    assert second["n_tokens"] == 7
+    assert second["perplexity"] == pytest.approx((2 * 24**6) ** (1 / 7), rel=1e-12)
+    # Over tokens, not the mean of the two sentences' perplexities (14.86 here).
+    assert corpus_perplexity(results) == pytest.approx((2**2 * 24**9) ** (1 / 11), rel=1e-12)
+
+
 def test_score_rejects_a_sentence_without_words(model, vocab):
     with pytest.raises(RnnlmError, match="no words"):
         score(model, vocab, ["the cat", "  "], [["the", "cat"], []])
