@@ -254,6 +254,33 @@ def test_score_two_sentences_gives_corpus_perplexity(model):
     assert result["corpus_perplexity"] == pytest.approx(want, rel=1e-12)
 
 
+def test_score_json_numbers_of_a_context_free_model_worked_out_by_hand(model, vocab, tmp_path):
+    """21 tokens; p(the) = 1/2 and 1/40 for every other token, whatever came before:
+    "the cat sees the river ."   7 tokens, "the" twice   perplexity (2**2 * 40**5) ** (1/7)
+    "my sister likes the dog ."  7 tokens, "the" once    perplexity (2 * 40**6) ** (1/7)
+    over both: (2**3 * 40**11) ** (1/14), from the tokens (not the mean of the two)."""
+    import dataclasses
+
+    assert len(vocab) == 21
+    saved = checkpoint.load(model)
+    params = dict(saved.params, **{"out/W": np.zeros_like(saved.params["out/W"])})
+    params["out/b"] = np.log([0.5 if word == "the" else 1 / 40 for word in vocab.words])
+    config = dataclasses.replace(
+        saved.config, model=dataclasses.replace(saved.config.model, dtype="float64")
+    )
+    path = tmp_path / "context-free.npz"
+    checkpoint.save(path, checkpoint.Checkpoint(config, vocab, params))
+    result = score_json(path, "the cat sees the river .", "my sister likes the dog .")
+    first, second = result["sentences"]
+    assert [t["prob"] for t in first["tokens"]] == pytest.approx(
+        [1 / 2, 1 / 40, 1 / 40, 1 / 2, 1 / 40, 1 / 40, 1 / 40], rel=1e-12
+    )
+    assert first["log_prob"] == pytest.approx(-2 * math.log(2) - 5 * math.log(40), rel=1e-12)
+    assert first["perplexity"] == pytest.approx((2**2 * 40**5) ** (1 / 7), rel=1e-12)
+    assert second["perplexity"] == pytest.approx((2 * 40**6) ** (1 / 7), rel=1e-12)
+    assert result["corpus_perplexity"] == pytest.approx((2**3 * 40**11) ** (1 / 14), rel=1e-12)
+
+
 def test_score_one_sentence_has_no_corpus_perplexity(model):
     assert "corpus_perplexity" not in score_json(model, "the cat sees the river .")
 
@@ -641,6 +668,25 @@ def test_score_quiet_is_accepted_and_no_bar_is_drawn_off_a_terminal(model, tmp_p
     assert_ok(quiet)
     assert quiet.stdout == loud.stdout and "corpus perplexity" in quiet.stdout
     assert loud.stderr == quiet.stderr == ""  # CliRunner's stderr is not a terminal
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs a pty")
+def test_quiet_on_a_terminal_draws_no_bar_and_logs_nothing(model, corpus, tmp_path):
+    """The same commands on a pseudo-terminal, without and with --quiet."""
+    lines = tmp_path / "lines.txt"
+    lines.write_text("\n".join(SENTENCES[:6]) + "\n")
+    train = ["train", "--corpus", corpus, "--vocab-size", 30, "--hidden-size", 4, "--epochs", 1]
+    commands = [
+        [*train, "--out", tmp_path / "t.npz"],
+        ["eval", "--model", model, "--corpus", corpus],
+        ["score", "--model", model, "--file", lines],
+    ]
+    loud = run_on_a_terminal(*commands, cwd=tmp_path)
+    quiet = run_on_a_terminal(*[[*command, "--quiet"] for command in commands], cwd=tmp_path)
+    # Without --quiet: the training bar, the log, the token bars of eval and score.
+    assert " batches [" in loud and "Parsed" in loud and loud.count("tok/s") >= 2
+    assert "batches" not in quiet and "tok/s" not in quiet and "Parsed" not in quiet
+    assert quiet.strip() == "", quiet[-2000:]
 
 
 def test_eval_help_shows_a_plain_percent_sign():
