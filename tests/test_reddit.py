@@ -1,7 +1,10 @@
-"""End to end on real data: `rnnlm train` on reddit posts learns well below the uniform loss.
+"""End to end on real data: `rnnlm train` on reddit posts learns well below the uniform loss
+and below the loss of a model that ignores context (the unigram entropy).
 
 A full epoch over the whole file takes minutes on the Python linker, so the test trains on
-every STRIDE-th post (still the real CSV format: quoted, multi-line fields), one epoch.
+every STRIDE-th post (still the real CSV format: quoted, multi-line fields), two epochs of
+Adam on batches of 8: about as fast as one epoch of the tutorial's per-sentence SGD, which
+ends only 0.08 nats below the unigram entropy.
 """
 
 import csv
@@ -37,7 +40,8 @@ def run(tmp_path_factory):
         writer.writerows(row for i, row in enumerate(rows) if i % STRIDE == 0)
     out = folder / "reddit.npz"
     args = ["train", "--corpus", subset, "--vocab-size", VOCAB_SIZE, "--hidden-size", 16]
-    args += ["--epochs", 1, "--eval-every", 500, "--out", out, "--json"]
+    args += ["--epochs", 2, "--batch-size", 8, "--optimizer", "adam", "--lr", 0.01]
+    args += ["--eval-every", 100, "--out", out, "--json"]
     started = time.perf_counter()
     result = CliRunner().invoke(main, [str(a) for a in args])
     wall_s = time.perf_counter() - started
@@ -66,9 +70,16 @@ def test_initial_loss_is_near_uniform(run):
     assert abs(summary["initial_loss"] - math.log(VOCAB_SIZE)) < 0.1
 
 
-def test_one_epoch_brings_the_loss_well_below_uniform(run):
+def test_training_brings_the_loss_well_below_uniform(run):
     summary, _ = run
     assert summary["final_loss"] < math.log(VOCAB_SIZE) - 1.0
+
+
+def test_the_model_beats_one_that_ignores_context(run):
+    """The unigram entropy of the training tokens is the loss of the best context-free model
+    (measured: 4.02 nats; the trained model 3.75; the tutorial's recipe above, 3.94)."""
+    summary, out = run
+    assert summary["final_loss"] < unigram_entropy(checkpoint.load(out).vocab) - 0.15
 
 
 def test_the_loss_falls_over_the_epoch(run):
