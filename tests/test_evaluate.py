@@ -179,6 +179,21 @@ def unigrams(tmp_path_factory, vocab, model):
     return uniform, unknown_heavy
 
 
+def test_eval_numbers_worked_out_by_hand(unigrams, tmp_path):
+    """The unknown-heavy model on "the zebra sat ." and "a cat ran .": 10 tokens predicted,
+    one of them unknown (1/2), nine known (1/24 each): nll = 9 ln 24 + ln 2."""
+    _, unknown_heavy = unigrams
+    corpus = tmp_path / "text.txt"
+    corpus.write_text("the zebra sat .\na cat ran .\n")
+    result = json.loads(invoke("eval", "--model", unknown_heavy, "--corpus", corpus, "--json"))
+    assert (result["tokens"], result["unknown"], result["unknown_rate"]) == (10, 1, 0.1)
+    assert result["nll"] == pytest.approx(9 * math.log(24) + math.log(2), rel=1e-12)
+    assert result["nll_unknown"] == pytest.approx(math.log(2), rel=1e-12)
+    assert result["cross_entropy_bits"] == pytest.approx((9 * math.log2(24) + 1) / 10, rel=1e-12)
+    assert result["perplexity"] == pytest.approx((2 * 24**9) ** (1 / 10), rel=1e-12)
+    assert result["perplexity_without_unknown"] == pytest.approx(24, rel=1e-12)
+
+
 def test_rescore_totals_worked_out_by_hand(unigrams, tmp_path):
     """With the unknown-heavy model, ln p(text) is by hand:
     "the cat sat ."        the cat sat . END        5 ln(1/24)              = -15.8903
