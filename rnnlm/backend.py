@@ -35,6 +35,8 @@ try:
         from aesara.link.c.basic import CLinker
         from aesara.link.c.cmodule import get_module_cache, get_module_hash
         from aesara.link.c.op import COp
+        from aesara.tensor.blas import ldflags as blas_ldflags
+        from aesara.tensor.blas_headers import blas_header_text, blas_header_version
         from aesara.tensor.math import sigmoid
         from aesara.tensor.random.utils import RandomStream
         from aesara.tensor.special import log_softmax, softmax
@@ -52,6 +54,8 @@ try:
         from pytensor.link.c.basic import CLinker
         from pytensor.link.c.cmodule import get_module_cache, get_module_hash
         from pytensor.link.c.op import COp
+        from pytensor.tensor.blas import ldflags as blas_ldflags
+        from pytensor.tensor.blas_headers import blas_header_text, blas_header_version
         from pytensor.tensor.math import sigmoid
         from pytensor.tensor.random.utils import RandomStream
         from pytensor.tensor.special import log_softmax, softmax
@@ -86,6 +90,9 @@ __all__ = [
     "RandomStream",
     "SharedVariable",
     "Variable",
+    "blas_header_text",
+    "blas_header_version",
+    "blas_ldflags",
     "config",
     "disconnected_type",
     "function",

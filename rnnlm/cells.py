@@ -20,8 +20,10 @@ from rnnlm.config import ModelConfig
 
 
 def hard_sigmoid(x):
-    # Theano's piecewise-linear sigmoid, which the tutorial's GRU used for speed.
-    return tt.clip(0.2 * x + 0.5, 0, 1)
+    # Theano's piecewise-linear sigmoid, which the tutorial's GRU used for speed. Its
+    # constants in x's dtype, as Theano's own: a bare 0.2 would be float32(0.2) (floatX).
+    slope, shift = (tt.constant(value, dtype=x.dtype) for value in (0.2, 0.5))
+    return tt.clip(slope * x + shift, 0, 1)
 
 
 def _gate(config: ModelConfig) -> Callable:

@@ -1,4 +1,6 @@
 """rnnlm's own C ops, each born with the plain graph it replaces and the test that holds them equal.
 
 - `softmax`: the fused softmax + cross-entropy of the output layer, and its gradient.
+- `recurrent`: fused cell steps (rnn-tanh, rnn-relu, gru, lstm) for inside `scan`, and their
+  gradients.
 """
