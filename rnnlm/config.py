@@ -79,6 +79,7 @@ class ModelConfig:
     init_scale: float = 0.0  # uniform in ±init_scale; 0: the tutorial's ±1/sqrt(fan_in)
     identity_init: bool = False  # recurrent matrix = identity (ReLU RNN, Le et al. 2015)
     hard_sigmoid: bool = False  # gates with the tutorial's hard sigmoid
+    fused: bool = True  # one C op per cell step (rnnlm.ops.recurrent); False: the plain graph
     # scan's truncate_gradient: the last N steps; -1 = full BPTT; None = the training mode's
     # default (DEFAULT_BPTT_TRUNCATE), decided by `for_mode` before a graph is built
     bptt_truncate: int | None = None

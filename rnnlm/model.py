@@ -29,6 +29,7 @@ from rnnlm.backend import RandomStream, log_softmax
 from rnnlm.backend import tensor as tt
 from rnnlm.cells import CELLS
 from rnnlm.config import ModelConfig
+from rnnlm.ops.recurrent import FusedStep, recurrent_weights
 from rnnlm.ops.softmax import softmax_nll
 from rnnlm.params import Params, uniform_fan_in
 
@@ -94,6 +95,23 @@ def masked(step: Callable, n_states: int, probed: bool = False) -> Callable:
         return [m * h + (1 - m) * h_prev for h, h_prev in zip(new, previous, strict=True)]
 
     return masked_step
+
+
+def fused(op: FusedStep, probed: bool = False) -> Callable:
+    """The fused counterpart of `masked(step)`: the op does the step and the mask itself, and
+    also returns the activations its gradient reads (a scan output, so never recomputed).
+
+    A probe p adds m * p to the new output state, which is what `masked` makes of it.
+    """
+
+    def fused_step(x_t, m_t, *args):
+        probe, args = (args[0], args[1:]) if probed else (None, args)
+        new = list(op(x_t, m_t, *args))  # a copy: the op returns its node's own output list
+        if probe is not None:
+            new[0] = new[0] + m_t.dimshuffle(0, "x") * probe
+        return new
+
+    return fused_step
 
 
 class Model:
@@ -188,17 +206,24 @@ class Model:
             n = self.cell.states
             start = initial[layer * n : (layer + 1) * n]
             probed = probe is not None and layer == config.layers - 1
+            if config.fused:
+                step = fused(FusedStep(config.cell, config.hard_sigmoid), probed)
+                weights = recurrent_weights(config.cell, p[name + "W_rec"], config.hidden_size)
+                saved = [None]  # the activations, one (B, k*H) per step
+            else:
+                step = masked(self.cell.make_step(config), n, probed)
+                weights, saved = [p[name + "W_rec"]], []
             outputs, _ = backend.scan(
-                masked(self.cell.make_step(config), n, probed),
+                step,
                 sequences=[projected, mask, probe] if probed else [projected, mask],
-                outputs_info=start,
-                non_sequences=[p[name + "W_rec"]],
+                outputs_info=start + saved,
+                non_sequences=weights,
                 truncate_gradient=config.bptt_truncate,
                 strict=True,
                 mode=self.compile_mode,
                 name=name.rstrip("/"),
             )
-            outputs = outputs if isinstance(outputs, list) else [outputs]
+            outputs = (outputs if isinstance(outputs, list) else [outputs])[:n]
             h = outputs[0]  # (T, B, H)
             finals += [state[-1] for state in outputs]
         return h, finals
