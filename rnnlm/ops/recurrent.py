@@ -6,9 +6,10 @@ the mask blend, each a pass over memory; and Aesara's gradient of that scan reco
 all. `FusedStep` does one step as one BLAS gemm and one vectorised pass over the batch for
 every gate, non-linearity, state update and the mask, and keeps the activations as an extra
 output, which the gradient scan then reads instead of recomputing the step. `FusedStepGrad`
-is the step's backward: one element-wise pass, then the gemm for dh_prev. The weight
-gradient is left to the graph as `dot(d_pre.T, h_prev)`, which Aesara's scan_pushout_add
-takes out of the backward scan as one product over all time steps.
+is the step's backward: one element-wise pass, then the gemm for dh_prev; it also writes
+d_pre transposed, and the weight gradient is left to the graph as `dot(d_pre', h_prev)`,
+which Aesara's scan_pushout_add takes out of the backward scan as one product over all time
+steps.
 
 Row-vector convention, as in `rnnlm.cells`; m_t (B,) is the mask, 1 on real tokens:
 
@@ -148,8 +149,8 @@ def numpy_forward(cell: str, hard: bool, x, m, *args) -> list[np.ndarray]:
 
 
 def numpy_backward(cell: str, hard: bool, *args) -> list[np.ndarray]:
-    """The step's backward: (*g_states, m, *states, acts, *weights) -> d_pre (B, G*H), the
-    gradients of the previous states, and of the mask (B,)."""
+    """The step's backward: (*g_states, m, *states, acts, *weights) -> d_pre (B, G*H), d_pre'
+    (G*H, B), the gradients of the previous states, and of the mask (B,)."""
     spec = SPECS[cell]
     g_states, (m, *rest) = args[: spec.states], args[spec.states :]
     states, acts, weights = rest[: spec.states], rest[spec.states], rest[spec.states + 1 :]
@@ -172,7 +173,7 @@ def numpy_backward(cell: str, hard: bool, *args) -> list[np.ndarray]:
         g_h_prev = (1 - m) * g_h + d_pre @ weights[0].T
         g_c_prev = (1 - m) * g_c + g_cr * f
         g_m = (g_h * (o * tc - h) + g_c * (f * c + i * g - c)).sum(axis=1)
-        return [d_pre, g_h_prev, g_c_prev, g_m]
+        return [d_pre, d_pre.T.copy(), g_h_prev, g_c_prev, g_m]
     if cell == "gru":
         W_zr, W_c = weights
         z, r, cand, _rh = np.split(acts, 4, axis=1)
@@ -181,11 +182,12 @@ def numpy_backward(cell: str, hard: bool, *args) -> list[np.ndarray]:
         d_zr = np.hstack([g_hr * (h - cand) * _slope(z, hard), g_rh * h * _slope(r, hard)])
         g_h_prev = (1 - m) * g_h + g_hr * z + g_rh * r + d_zr @ W_zr.T
         g_m = (g_h * ((1 - z) * cand + z * h - h)).sum(axis=1)
-        return [np.hstack([d_zr, d_c]), g_h_prev, g_m]
+        d_pre = np.hstack([d_zr, d_c])
+        return [d_pre, d_pre.T.copy(), g_h_prev, g_m]
     a = acts
     d_pre = g_hr * ((1 - a * a) if cell == "rnn-tanh" else (a > 0))
     g_h_prev = (1 - m) * g_h + d_pre @ weights[0].T
-    return [d_pre, g_h_prev, (g_h * (a - h)).sum(axis=1)]
+    return [d_pre, d_pre.T.copy(), g_h_prev, (g_h * (a - h)).sum(axis=1)]
 
 
 # -- C: what every kernel shares ---------------------------------------------------------------
@@ -316,6 +318,18 @@ static void rnnlm_add_transposed_$sfx(npy_intp B, npy_intp N, $T* out, npy_intp 
         }
     }
 }
+
+/* out[n, r] = d[r, n] for r < B, n < N (d's rows ldd apart): a gradient in the layout in
+   which its weight-gradient product d' h is taken, in tiles of 16 columns. */
+static void rnnlm_transpose_$sfx(npy_intp B, npy_intp N, const $T* d, npy_intp ldd, $T* out) {
+    for (npy_intp n0 = 0; n0 < N; n0 += 16) {
+        const npy_intp n1 = n0 + 16 < N ? n0 + 16 : N;
+        for (npy_intp r = 0; r < B; ++r) {
+            const $T* dr = d + r * ldd;
+            for (npy_intp n = n0; n < n1; ++n) out[n * B + r] = dr[n];
+        }
+    }
+}
 #endif
 """
 
@@ -432,6 +446,7 @@ def _rnn_backward(cell: str) -> Kernel:
     slope = "(a[j] > 0 ? ($T)1 : ($T)0)" if cell == "rnn-relu" else "(1 - a[j] * a[j])"
     body = f"""
     if (rnnlm_output(d_out, 2, B, H, type, given, n_in + 1)
+        || rnnlm_output(dt_out, 2, H, B, type, given, n_in + 1)
         || rnnlm_output(gh_out, 2, B, H, type, given, n_in + 1)
         || rnnlm_output(gm_out, 1, B, 0, type, given, n_in + 1)) goto done;
     $T* d_pre = ($T*)PyArray_DATA(*d_out);
@@ -459,10 +474,11 @@ def _rnn_backward(cell: str) -> Kernel:
         /* dh_prev += d_pre W' */
         rnnlm_product_$sfx(b_, h_, h_, d_pre, h_, RNNLM_ROW($T, 3, 0), ld[3], t);
         rnnlm_add_transposed_$sfx(B, H, ghp_all, H, NULL, 0, t);
-    }}"""
+    }}
+    rnnlm_transpose_$sfx(B, H, d_pre, H, ($T*)PyArray_DATA(*dt_out));"""
     return Kernel(
         arguments=("gh_arg", "m_arg", "h_arg", "acts_arg", "W_arg"),
-        outputs=("d_out", "gh_out", "gm_out"),
+        outputs=("d_out", "dt_out", "gh_out", "gm_out"),
         matrices=("gh_arg", "h_arg", "acts_arg", "W_arg"),
         shapes=(
             "gh_arg 0 B",
@@ -534,6 +550,7 @@ def _lstm_forward() -> Kernel:
 def _lstm_backward() -> Kernel:
     body = f"""
     if (rnnlm_output(d_out, 2, B, 4 * H, type, given, n_in + 1)
+        || rnnlm_output(dt_out, 2, 4 * H, B, type, given, n_in + 1)
         || rnnlm_output(gh_out, 2, B, H, type, given, n_in + 1)
         || rnnlm_output(gc_out, 2, B, H, type, given, n_in + 1)
         || rnnlm_output(gm_out, 1, B, 0, type, given, n_in + 1)) goto done;
@@ -575,10 +592,11 @@ def _lstm_backward() -> Kernel:
         /* dh_prev += d_pre W' */
         rnnlm_product_$sfx(b_, h_, 4 * h_, d_pre, 4 * h_, RNNLM_ROW($T, 5, 0), ld[5], t);
         rnnlm_add_transposed_$sfx(B, H, ghp_all, H, NULL, 0, t);
-    }}"""
+    }}
+    rnnlm_transpose_$sfx(B, 4 * H, d_pre, 4 * H, ($T*)PyArray_DATA(*dt_out));"""
     return Kernel(
         arguments=("gh_arg", "gc_arg", "m_arg", "h_arg", "c_arg", "acts_arg", "W_arg"),
-        outputs=("d_out", "gh_out", "gc_out", "gm_out"),
+        outputs=("d_out", "dt_out", "gh_out", "gc_out", "gm_out"),
         matrices=("gh_arg", "gc_arg", "h_arg", "c_arg", "acts_arg", "W_arg"),
         shapes=(
             "gh_arg 0 B",
@@ -662,6 +680,7 @@ def _gru_forward() -> Kernel:
 def _gru_backward() -> Kernel:
     body = f"""
     if (rnnlm_output(d_out, 2, B, 3 * H, type, given, n_in + 1)
+        || rnnlm_output(dt_out, 2, 3 * H, B, type, given, n_in + 1)
         || rnnlm_output(gh_out, 2, B, H, type, given, n_in + 1)
         || rnnlm_output(gm_out, 1, B, 0, type, given, n_in + 1)) goto done;
     $T* d_pre = ($T*)PyArray_DATA(*d_out);
@@ -714,10 +733,11 @@ def _gru_backward() -> Kernel:
         /* dh_prev += d_zr W_zr' */
         rnnlm_product_$sfx(b_, h_, 2 * h_, d_pre, 3 * h_, RNNLM_ROW($T, 3, 0), ld[3], t);
         rnnlm_add_transposed_$sfx(B, H, ghp_all, H, NULL, 0, t);
-    }}"""
+    }}
+    rnnlm_transpose_$sfx(B, 3 * H, d_pre, 3 * H, ($T*)PyArray_DATA(*dt_out));"""
     return Kernel(
         arguments=("gh_arg", "m_arg", "h_arg", "acts_arg", "Wzr_arg", "Wc_arg"),
-        outputs=("d_out", "gh_out", "gm_out"),
+        outputs=("d_out", "dt_out", "gh_out", "gm_out"),
         matrices=("gh_arg", "h_arg", "acts_arg", "Wzr_arg", "Wc_arg"),
         shapes=(
             "gh_arg 0 B",
@@ -828,7 +848,7 @@ class _CellOp(OpenMPOp):
         return blas_header_text() + _simd_math() + HELPERS + kernels
 
     def c_code_cache_version(self):
-        return (2, PARALLEL_UNITS, _has_simd_tanh(), blas_header_version())
+        return (3, PARALLEL_UNITS, _has_simd_tanh(), blas_header_version())
 
     def c_code(self, node, name, inputs, outputs, sub):
         kernel = kernel_name(self.cell, self.hard_sigmoid, self.direction, node.inputs[0].dtype)
@@ -884,24 +904,27 @@ class FusedStep(_CellOp):
         # The backward product wants the weights untransposed; these depend on the weights
         # only, so inside a scan they are made once, outside the loop.
         weights = [transposed(w) for w in weights_t]
-        d_pre, *g_previous, g_m = FusedStepGrad(self.cell, self.hard_sigmoid)(
+        d_pre, d_pre_t, *g_previous, g_m = FusedStepGrad(self.cell, self.hard_sigmoid)(
             *g_states, m, *states, acts, *weights
         )
         h = states[0]
         if self.cell == "gru":
             n = h.shape[1]
             g_weights_t = [
-                tt.dot(d_pre[:, : 2 * n].T, h),
-                tt.dot(d_pre[:, 2 * n :].T, acts[:, 3 * n :]),  # d_cand' (r*h)
+                tt.dot(d_pre_t[: 2 * n], h),
+                tt.dot(d_pre_t[2 * n :], acts[:, 3 * n :]),  # d_cand' (r*h)
             ]
         else:
-            g_weights_t = [tt.dot(d_pre.T, h)]
+            g_weights_t = [tt.dot(d_pre_t, h)]
         return [d_pre, g_m, *g_previous, *g_weights_t]
 
 
 class FusedStepGrad(_CellOp):
     """A step's backward: (*g_states, m_t, *states, acts, *weights) -> (d_pre (B, G*H),
-    *gradients of the previous states, gradient of the mask (B,))."""
+    d_pre' (G*H, B), *gradients of the previous states, gradient of the mask (B,)).
+
+    d_pre' is what the weight gradient d_pre' h is taken of: contiguous, so that the backward
+    scan stores it in place for the product that Aesara pushes out of the loop."""
 
     direction = "backward"
 
@@ -914,7 +937,7 @@ class FusedStepGrad(_CellOp):
         g_states = [_float_matrix(g, dtype) for g in g_states]
         rest = [_float_matrix(a, dtype) for a in rest]
         m = tt.as_tensor_variable(m).astype(dtype)
-        outputs = [tt.matrix(dtype=dtype) for _ in range(spec.states + 1)]
+        outputs = [tt.matrix(dtype=dtype) for _ in range(spec.states + 2)]
         return Apply(self, [*g_states, m, *rest], [*outputs, tt.vector(dtype=dtype)])
 
     def perform(self, node, inputs, outputs):
@@ -922,7 +945,8 @@ class FusedStepGrad(_CellOp):
 
     def infer_shape(self, fgraph, node, shapes):
         batch, hidden = shapes[0]
-        return [(batch, hidden * self.spec.gates)] + [shapes[0]] * self.spec.states + [(batch,)]
+        width = hidden * self.spec.gates
+        return [(batch, width), (width, batch)] + [shapes[0]] * self.spec.states + [(batch,)]
 
 
 class Transposed(OpenMPOp):
@@ -956,20 +980,32 @@ class Transposed(OpenMPOp):
             {out} = (PyArrayObject*)PyArray_EMPTY(2, dims, PyArray_TYPE({x}), 0);
             if (!{out}) {{ {fail}; }}
         }}
+        const npy_intp size = sizeof({t});
         const npy_intp s0 = PyArray_STRIDES({x})[0], s1 = PyArray_STRIDES({x})[1];
-        const char* src = PyArray_BYTES({x});
         {t}* dst = ({t}*)PyArray_DATA({out});
-        /* 32 x 32 tiles: both sides stay in L1 */
-        for (npy_intp i0 = 0; i0 < rows; i0 += 32)
-            for (npy_intp j0 = 0; j0 < cols; j0 += 32)
-                for (npy_intp j = j0; j < cols && j < j0 + 32; ++j)
-                    for (npy_intp i = i0; i < rows && i < i0 + 32; ++i)
-                        dst[j * rows + i] = *(const {t}*)(src + i * s0 + j * s1);
+        if (PyArray_ISALIGNED({x}) && s0 % size == 0 && s1 % size == 0) {{
+            const {t}* src = (const {t}*)PyArray_DATA({x});
+            const npy_intp e0 = s0 / size, e1 = s1 / size;
+            /* 16 x 16 tiles: the strided side stays in L1 */
+            for (npy_intp i0 = 0; i0 < rows; i0 += 16) {{
+                const npy_intp i1 = i0 + 16 < rows ? i0 + 16 : rows;
+                for (npy_intp j0 = 0; j0 < cols; j0 += 16) {{
+                    const npy_intp j1 = j0 + 16 < cols ? j0 + 16 : cols;
+                    for (npy_intp j = j0; j < j1; ++j)
+                        for (npy_intp i = i0; i < i1; ++i) dst[j * rows + i] = src[i * e0 + j * e1];
+                }}
+            }}
+        }} else {{
+            const char* src = PyArray_BYTES({x});
+            for (npy_intp i = 0; i < rows; ++i)
+                for (npy_intp j = 0; j < cols; ++j)
+                    dst[j * rows + i] = *(const {t}*)(src + i * s0 + j * s1);
+        }}
         }}
         """
 
     def c_code_cache_version(self):
-        return (1,)
+        return (2,)
 
 
 transposed = Transposed()
