@@ -15,6 +15,7 @@ from rnnlm import backend
 from rnnlm.backend import SharedVariable, Variable
 from rnnlm.backend import tensor as tt
 from rnnlm.config import TrainConfig
+from rnnlm.ops.norm import sum_of_squares
 
 State = dict[str, SharedVariable]  # "adam/m/layer0/W_in" -> its shared variable
 Params = Mapping[str, SharedVariable]
@@ -143,7 +144,8 @@ def clip_by_global_norm(grads: Grads, max_norm: float) -> dict[str, Variable]:
     grads = {name: tt.as_tensor_variable(g) for name, g in grads.items()}
     if not grads:
         return {}
-    norm = tt.sqrt(tt.add(*(tt.sum(tt.square(g)) for g in grads.values())))  # () scalar
+    # sum_of_squares: one pass per gradient, no squared temporary (rnnlm.ops.norm)
+    norm = tt.sqrt(tt.add(*(sum_of_squares(g) for g in grads.values())))  # () scalar
     # max_norm / max(norm, max_norm) == min(1, max_norm / norm), and never divides by zero
     scale = tt.constant(max_norm, dtype=norm.dtype) / tt.maximum(norm, max_norm)
     return {name: g * tt.cast(scale, g.dtype) for name, g in grads.items()}

@@ -3,4 +3,5 @@
 - `softmax`: the fused softmax + cross-entropy of the output layer, and its gradient.
 - `recurrent`: fused cell steps (rnn-tanh, rnn-relu, gru, lstm) for inside `scan`, and their
   gradients.
+- `norm`: the sum of squares in one pass, for global-norm clipping.
 """
