@@ -19,13 +19,14 @@ Row-vector convention, as in `rnnlm.cells`; m_t (B,) is the mask, 1 on real toke
 
     acts: rnn [a = f(pre)], gru [z | r | candidate | r*h], lstm [i | f | o | g | tanh(c)]
 
-The weights come transposed and contiguous (`recurrent_weights` makes them once, outside the
-scan), because of how OpenBLAS is fastest: a (20 x 200) x (200 x 800) product takes 74 us
-as C' = W'' h' with the batch as the column-major row count, 103 us the other way round
-(`scripts/bench_cells.py --gemm`). So the step's product is written transposed into a
-scratch buffer and added back in row order in cache-sized tiles (3 us at PTB sizes); the
-backward pass wants W itself in that orientation, which the gradient makes with a transpose
-that depends on the weights only, so Aesara hoists it out of the backward scan.
+The weights come transposed and contiguous (`recurrent_weights` makes them once per call,
+outside the scan) because of how OpenBLAS is fastest with a small batch: h W for h (20, 200)
+and W (200, 800) takes 74 us when BLAS sees the batch as its column-major row count (writing
+(h W)' into a scratch buffer) and 103 us as the natural row-major call, which makes 4H the
+row count (1 thread, scipy's OpenBLAS: `scripts/bench_cells.py --gemm`). The transposed
+product is then added to x_t in row order in 16-column tiles (3 us at PTB sizes). The
+backward product d_pre W' wants W itself in that orientation: the gradient transposes W'
+back, which depends on the weights only, so Aesara hoists it out of the backward scan.
 
 A padded position (m_t = 0) carries the previous states: every state is m*new + (1-m)*old.
 Gates are the logistic sigmoid, or Theano's hard sigmoid clip(0.2 x + 0.5, 0, 1), whose
