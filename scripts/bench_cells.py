@@ -247,6 +247,11 @@ def measure_row(name: str, row: Row, threads: list[int], reps: int, plain: bool)
         peak = peak_flops / timings[f"gemm/{n}"]["wall_s"]
         figures["gemm_peak_gflops"] = peak / 1e9
         figures["fused_gemm_peak_share"] = flops / (figures["fused_ms_step"] / 1000) / peak
+        # by thread CPU time: the same share, robust to a shared machine at 1 thread
+        peak_cpu = peak_flops / timings[f"gemm/{n}"]["cpu_s"]
+        figures["fused_gemm_peak_share_cpu"] = (
+            flops / (figures["fused_cpu_ms_step"] / 1000) / peak_cpu
+        )
         for other in ("plain", "pytorch"):
             if other in runs:
                 figures[f"fused_over_{other}"] = (
@@ -303,7 +308,8 @@ def progress(message: str) -> None:
 def render(results: dict) -> str:
     lines = [
         f"{'row':8} {'thr':>3} {'fused ms':>9} {'plain ms':>9} {'torch ms':>9} "
-        f"{'fused/plain':>11} {'fused/torch':>11} {'(cpu time)':>10} {'peak share':>10}"
+        f"{'fused/plain':>11} {'fused/torch':>11} {'(cpu time)':>10} {'peak share':>10} "
+        f"{'(cpu time)':>10}"
     ]
     for name, row in results["rows"].items():
         for n, f in row["per_thread"].items():
@@ -316,13 +322,15 @@ def render(results: dict) -> str:
                 f"{name:8} {n:>3} {cell('fused_ms_step', '9.1f')} {cell('plain_ms_step', '9.1f')} "
                 f"{cell('pytorch_ms_step', '9.1f')} {cell('fused_over_plain', '10.2f')}x "
                 f"{cell('fused_over_pytorch', '10.2f')}x {cell('fused_over_pytorch_cpu', '9.2f')}x "
-                f"{cell('fused_gemm_peak_share', '10.0%')}"
+                f"{cell('fused_gemm_peak_share', '10.0%')} "
+                f"{cell('fused_gemm_peak_share_cpu', '10.0%')}"
             )
     lines.append(
-        "ratios are speed ratios (>1: the fused cells are faster); '(cpu time)' is "
-        "fused/torch by thread CPU time, meaningful at 1 thread only"
+        "ratios are speed ratios (>1: the fused cells are faster); '(cpu time)' columns "
+        "are by thread CPU time, meaningful at 1 thread only"
     )
     lines.append(f"load average at the end: {results['load_average_end']}")
+    lines.append(f"OPENBLAS_CORETYPE: {results['openblas_coretype'] or 'unset (detected)'}")
     return "\n".join(lines)
 
 
@@ -350,6 +358,8 @@ def main(argv: list[str] | None = None) -> None:
     threads = [int(n) for n in args.threads.split(",")]
     reps = 3 if args.quick else args.reps
     results: dict = {"rows": {}, "threads": threads, "reps": reps, "torch": None}
+    # OpenBLAS's kernels: OPENBLAS_CORETYPE, if set, overrides its CPU detection
+    results["openblas_coretype"] = os.environ.get("OPENBLAS_CORETYPE")
     if importlib.util.find_spec("torch") is not None:
         import torch
 
