@@ -46,7 +46,7 @@ def batch():
 def make_model(name: str, fused: bool, mode: str) -> Model:
     defaults = dict(vocab_size=VOCAB, hidden_size=HIDDEN, bptt_truncate=-1, dtype="float64")
     config = ModelConfig(**(defaults | CASES[name] | dict(fused=fused)))
-    model = Model(config, seed=3, mode=mode)
+    model = Model(config, seed=3, compile_mode=mode)
     rng = np.random.default_rng(7)  # large weights, so that every non-linearity bites
     model.params.assign(
         {k: rng.normal(0, 0.6, v.shape) for k, v in model.params.values_dict().items()}

@@ -82,6 +82,10 @@ CONFIG_OPTIONS: dict[str, ConfigOption] = {
     "model.hard_sigmoid": ConfigOption(
         "Gates with a hard sigmoid.", flag="--hard-sigmoid/--sigmoid"
     ),
+    "model.fused": ConfigOption(
+        "Each recurrent step as one op (rnnlm.ops.recurrent: one BLAS product, then every "
+        "gate in one pass); --no-fused: the plain graph of small ops it is checked against."
+    ),
     "model.bptt_truncate": ConfigOption(
         "Back-propagate through the last N steps of each sentence or --bptt window; -1 = "
         f"all.  [default: {TRUNCATION_DEFAULTS}]"
