@@ -8,12 +8,15 @@ Prints one table; every row is measured in the same run:
   2. the same model trained the fast way: float32, 32 length-bucketed sentences per batch;
   3. Zaremba et al.'s PTB-small LSTM (vocabulary 10,000, embedding 200, 2x200 LSTM, batch 20,
      35 steps of random ids carried stream-style, full softmax, SGD 1.0, global-norm clip 5),
-     and 4. the same model in PyTorch, at each thread count of --threads;
+     and 4. the same model in PyTorch, at each thread count of --threads; row 3 again with
+     model.fused = false (the plain scan graph the fused cell ops replace);
   5. sampling from the PTB model (batch 1), the peak RSS of a PTB training process, the
      compile time of its training graph with a cold and a warm Aesara cache, and the wall
      time of `rnnlm score "a sentence"` from a fresh process with a warm cache;
   6. the GFLOP/s of the PTB step's matrix products, as a share of a GEMM peak measured here
-     (an Aesara float32 dot of two 2000x2000 matrices, i.e. scipy's OpenBLAS sgemm).
+     (an Aesara float32 dot of two 2000x2000 matrices, i.e. scipy's OpenBLAS sgemm);
+  7. the PTB training step with GRU cells (PyTorch: nn.GRU), and 8. with Zaremba et al.'s
+     medium sizes (embedding 650, 2x650 LSTM), each in rnnlm and PyTorch, at each thread count.
 
 Method: contenders that are compared run in turn (A, B, A, B, ...) so that drift of a shared
 machine hits them alike; each figure is the median over repetitions of a fixed amount of
@@ -28,7 +31,7 @@ before it in another, on an empty compiledir (AESARA_FLAGS=compiledir=<temp fold
 
 Run from anywhere (paths are taken relative to the repository root):
 
-    python scripts/bench.py --quick             # about two minutes; no cold compile
+    python scripts/bench.py --quick             # a few minutes; no cold compile
     python scripts/bench.py --json bench.json   # the full run, under 20 minutes
     python scripts/bench.py --threads 1,2,4
 
@@ -39,9 +42,13 @@ train_peak_rss_mb, compile_cold_s (null with --quick), compile_warm_s, score_cli
 train_gflop_per_step. Per thread count, nested as {"1": value, "2": value, ...}:
 rnnlm_ptb_ms_step, rnnlm_ptb_tok_s, pytorch_ptb_ms_step, pytorch_ptb_tok_s,
 rnnlm_over_pytorch (rnnlm tokens/s / PyTorch tokens/s; these three null without PyTorch),
-gemm_peak_gflops, train_step_gflops, gemm_peak_share. Also: machine, sizes, threads, notes,
-compile_s (rows 1-2), wall_s, load_average_end, and timings (per contender: median_s,
-ms_step, tok_s, spread, reps, threads).
+gemm_peak_gflops, train_step_gflops, gemm_peak_share, rnnlm_ptb_plain_tok_s, fused_over_plain
+(row 3 tokens/s / its plain-graph tokens/s), rnnlm_gru_tok_s, pytorch_gru_tok_s,
+rnnlm_over_pytorch_gru, gru_gemm_peak_share, rnnlm_medium_tok_s, pytorch_medium_tok_s,
+rnnlm_over_pytorch_medium, medium_gemm_peak_share. Also: machine (OPENBLAS_CORETYPE among
+it), sizes, threads, notes, compile_s (rows 1-2, gru, medium, ptb_plain), wall_s,
+load_average_end, and timings (per contender: median_s, ms_step, tok_s, spread, reps,
+threads).
 """
 
 from __future__ import annotations
@@ -83,7 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=parse_threads,
         default=[1, 2],
         metavar="N,N",
-        help="thread counts for rows 3, 4 and 6 (default 1,2)",
+        help="thread counts for rows 3, 4, 6, 7 and 8 (default 1,2)",
     )
     parser.add_argument("--plot", type=Path, metavar="PNG", help="also draw tokens/s per contender")
     parser.add_argument("--worker", choices=("ptb", "compile"), help=argparse.SUPPRESS)

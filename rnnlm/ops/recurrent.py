@@ -22,11 +22,13 @@ Row-vector convention, as in `rnnlm.cells`; m_t (B,) is the mask, 1 on real toke
 The weights come transposed and contiguous (`recurrent_weights` makes them once per call,
 outside the scan) because of how OpenBLAS is fastest with a small batch: h W for h (20, 200)
 and W (200, 800) takes 74 us when BLAS sees the batch as its column-major row count (writing
-(h W)' into a scratch buffer) and 103 us as the natural row-major call, which makes 4H the
-row count (1 thread, scipy's OpenBLAS: `scripts/bench_cells.py --gemm`). The transposed
-product is then added to x_t in row order in 16-column tiles (3 us at PTB sizes). The
-backward product d_pre W' wants W itself in that orientation: the gradient transposes W'
-back, which depends on the weights only, so Aesara hoists it out of the backward scan.
+(h W)' into a scratch buffer) and 96 us as the natural row-major call, which makes 4H the
+row count; 876 against 1,042 us at 650 units (1 thread, thread CPU time of scipy's `sgemm`
+called both ways on its OpenBLAS with OPENBLAS_CORETYPE=Haswell, a shared machine). The
+transposed product is then added to x_t in row order in 16-column tiles (3 us at PTB
+sizes). The backward product d_pre W' wants W itself in that orientation: the gradient
+transposes W' back, which depends on the weights only, so Aesara hoists it out of the
+backward scan.
 
 A padded position (m_t = 0) carries the previous states: every state is m*new + (1-m)*old.
 Gates are the logistic sigmoid, or Theano's hard sigmoid clip(0.2 x + 0.5, 0, 1), whose

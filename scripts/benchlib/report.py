@@ -42,6 +42,8 @@ def machine() -> dict[str, Any]:
         "rnnlm": rnnlm.__version__,
         "torch": torch_version,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
+        # overrides OpenBLAS's CPU detection: its kernels, and so every GEMM figure here
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
     }
 
 
@@ -85,6 +87,9 @@ def ptb_table(r: dict[str, Any], threads: list[int]) -> list[tuple[str, ...]]:
         gflops, share = r["train_step_gflops"][n], r["gemm_peak_share"][n]
         rnnlm_result = f"{gflops:.1f} GFLOP/s = {share:.0%} of GEMM peak"
         rows.append(row("3", "PTB-small LSTM, rnnlm", t[f"rnnlm_ptb/{n}"], rnnlm_result))
+        plain = f"fused/plain {r['fused_over_plain'][n]:.2f}x tokens/s"
+        label = "PTB-small LSTM, rnnlm, model.fused = false"
+        rows.append(row("3", label, t[f"rnnlm_ptb_plain/{n}"], plain))
         if r["rnnlm_over_pytorch"][n] is None:
             rows.append(row("4", "PTB-small LSTM, PyTorch", result="not installed"))
         else:
@@ -93,6 +98,18 @@ def ptb_table(r: dict[str, Any], threads: list[int]) -> list[tuple[str, ...]]:
         label = f"GEMM peak: Aesara {r['gemm_ops']}, f32 {GEMM_SIZE}^2"
         peak = f"{r['gemm_peak_gflops'][n]:.1f} GFLOP/s"
         rows.append(row("6", label, t[f"gemm/{n}"], peak))
+        for number, name, label in (
+            ("7", "gru", "GRU 2x200"),
+            ("8", "medium", "medium LSTM 2x650"),
+        ):
+            share = f"{r[f'{name}_gemm_peak_share'][n]:.0%} of GEMM peak"
+            rows.append(row(number, f"{label}, rnnlm", t[f"rnnlm_{name}/{n}"], share))
+            ratio = r[f"rnnlm_over_pytorch_{name}"][n]
+            if ratio is None:
+                rows.append(row(number, f"{label}, PyTorch", result="not installed"))
+            else:
+                text = f"rnnlm/PyTorch {ratio:.2f}x tokens/s"
+                rows.append(row(number, f"{label}, PyTorch", t[f"pytorch_{name}/{n}"], text))
     return rows
 
 
@@ -136,7 +153,8 @@ def render(r: dict[str, Any], threads: list[int], quick: bool) -> str:
         f"load average {m['load_average_1min']:.2f} at start, {r['load_average_end']:.2f} at end",
         f"BLAS (backend.config.blas__ldflags): {m['blas_ldflags'] or '(none: NumPy C-API GEMM)'}",
         f"Python {m['python']}, numpy {m['numpy']}, Aesara {m['aesara']}, "
-        f"PyTorch {m['torch'] or 'not installed'}; OMP_WAIT_POLICY={m['omp_wait_policy']}",
+        f"PyTorch {m['torch'] or 'not installed'}; OMP_WAIT_POLICY={m['omp_wait_policy']}, "
+        f"OPENBLAS_CORETYPE={m['openblas_coretype']}",
         f"medians of {r['sizes']['reps']} repetitions after a warm-up round, contenders "
         "alternated; spread = (max - min) / median; tokens/s counts real tokens",
         "",
@@ -175,9 +193,11 @@ def plot(results: dict[str, Any], threads: list[int], path: Path) -> None:
         ("tutorial: tanh RNN, per-sentence SGD, float64", results.get("tutorial_tok_s")),
         ("rnnlm: same model, batches of 32, float32", results.get("rnnlm_same_model_tok_s")),
     ]
-    for n in threads:
-        for who, key in (("rnnlm", "rnnlm_ptb_tok_s"), ("PyTorch", "pytorch_ptb_tok_s")):
-            bars.append((f"{who}: PTB-small LSTM, {n} thread(s)", results[key].get(str(n))))
+    for model, name in (("PTB-small LSTM", "ptb"), ("GRU 2x200", "gru"), ("LSTM 2x650", "medium")):
+        for n in threads:
+            for who, key in (("rnnlm", "rnnlm"), ("PyTorch", "pytorch")):
+                value = results[f"{key}_{name}_tok_s"].get(str(n))
+                bars.append((f"{who}: {model}, {n} thread(s)", value))
     bars = [(label, value) for label, value in bars if value]
     figure, axes = plt.subplots(figsize=(8, 0.5 * len(bars) + 1.2))
     axes.barh([label for label, _ in bars][::-1], [value for _, value in bars][::-1])

@@ -17,7 +17,10 @@ import numpy as np
 
 from benchlib.configs import (
     BENCH_SCRIPT,
+    GRU,
+    MEDIUM,
     PTB,
+    PTB_PLAIN,
     PTB_TRAIN,
     REDDIT_CSV,
     REPO,
@@ -89,10 +92,19 @@ def sentence_rows(sizes: Sizes, threads: int) -> dict[str, Any]:
     }
 
 
+def other_models(sizes: Sizes) -> dict[str, tuple]:
+    """The models timed beside PTB-small, on its first windows: name -> (config, windows)."""
+    return {
+        "ptb_plain": (PTB_PLAIN, sizes.ptb_steps),  # rnnlm only: the fused ops' oracle graph
+        "gru": (GRU, sizes.ptb_steps),
+        "medium": (MEDIUM, sizes.medium_steps),
+    }
+
+
 def ptb_worker(sizes: Sizes, threads: list[int], compile_only: bool) -> dict[str, Any]:
     """Compile the PTB training step and train a little (compile time, peak RSS), compile the
-    one-step function; then, unless `compile_only`, time training and the GEMM peak at each
-    thread count, and sampling."""
+    one-step function; then, unless `compile_only`, compile the other models' steps, time
+    training and the GEMM peak at each thread count, and sampling."""
     worker = "compile" if compile_only else "ptb"
     set_threads(max(threads))
     progress(f"{worker} worker: compiling the PTB training step ...")
@@ -112,8 +124,13 @@ def ptb_worker(sizes: Sizes, threads: list[int], compile_only: bool) -> dict[str
     result["sample_compile_s"] = time.perf_counter() - started
     if compile_only:
         return result
+    others, result["other_compile_s"] = {}, {}
+    for name, (config, steps) in other_models(sizes).items():
+        progress(f"{worker} worker: compiling the {name} training step ...")
+        other, other_step, result["other_compile_s"][name] = compile_sgd_step(config, PTB_TRAIN)
+        others[name] = (config, stream_runner(other, other_step, windows[:steps]), steps)
     progress(f"{worker} worker: timing training and GEMM at {threads} threads ...")
-    result |= ptb_timings(sizes, threads, train, windows, rng)
+    result |= ptb_timings(sizes, threads, train, windows, others, rng)
     progress(f"{worker} worker: timing sampling ...")
     draw = sampling_runner(model, sizes.sample_tokens, rng)
     sampling = Contender("sampling", draw, sizes.sample_tokens, threads=max(threads))
@@ -123,23 +140,43 @@ def ptb_worker(sizes: Sizes, threads: list[int], compile_only: bool) -> dict[str
 
 
 def ptb_timings(
-    sizes: Sizes, threads: list[int], train: Callable, windows: list, rng: np.random.Generator
+    sizes: Sizes,
+    threads: list[int],
+    train: Callable,
+    windows: list,
+    others: dict[str, tuple],
+    rng: np.random.Generator,
 ) -> dict[str, Any]:
-    """rnnlm, PyTorch (when installed) and the GEMM peak at each thread count, alternated."""
+    """rnnlm, PyTorch (when installed) and the GEMM peak at each thread count, then each of
+    `others` (name -> (config, rnnlm's run, steps)) in rnnlm and PyTorch, all alternated."""
     gemm, gemm_flops, gemm_ops = gemm_runner(rng, sizes.gemm_calls)
-    pytorch = pytorch_runner(windows) if torch_installed() else None
-    steps, tokens = len(windows), real_tokens(windows)
+    pytorch = {}
+    if torch_installed():
+        pytorch["ptb"] = pytorch_runner(PTB, windows)
+        for name, (config, _, steps) in others.items():
+            if config.fused:  # the plain graph is rnnlm's alone
+                pytorch[name] = pytorch_runner(config, windows[:steps])
+    tokens = real_tokens(windows)
+    runs = {"ptb": (train, len(windows))} | {n: (run, k) for n, (_, run, k) in others.items()}
     contenders = []
     for n in threads:
-        contenders.append(Contender(f"rnnlm_ptb/{n}", train, steps, tokens, n))
-        if pytorch is not None:
-            contenders.append(Contender(f"pytorch_ptb/{n}", pytorch, steps, tokens, n))
-        contenders.append(Contender(f"gemm/{n}", gemm, sizes.gemm_calls, threads=n))
+        for name, (run, steps) in runs.items():
+            counted = real_tokens(windows[:steps])
+            contenders.append(Contender(f"rnnlm_{name}/{n}", run, steps, counted, n))
+            if name in pytorch:
+                torch_run = pytorch[name]
+                contenders.append(Contender(f"pytorch_{name}/{n}", torch_run, steps, counted, n))
+            if name == "ptb":
+                contenders.append(Contender(f"gemm/{n}", gemm, sizes.gemm_calls, threads=n))
     return {
         "timings": alternate(contenders, sizes.reps),
         "gemm_flops_per_call": gemm_flops,
         "gemm_ops": gemm_ops,
-        "train_flops_per_step": train_gemm_flops_per_token(PTB) * tokens // steps,
+        "train_flops_per_step": train_gemm_flops_per_token(PTB) * tokens // len(windows),
+        "other_flops_per_step": {
+            name: train_gemm_flops_per_token(config) * tokens // len(windows)
+            for name, (config, _, _) in others.items()
+        },
     }
 
 
@@ -209,6 +246,7 @@ def ptb_rows(sizes: Sizes, sizes_flag: list[str], threads: list[int]) -> dict[st
             "train_step_gflops": step_gflops,
             "gemm_peak_share": step_gflops / peak_gflops,
         }
+        figures |= other_figures(ptb, n, peak_gflops)
         for key, value in figures.items():
             per_thread.setdefault(key, {})[n] = value
     return per_thread | {
@@ -220,9 +258,31 @@ def ptb_rows(sizes: Sizes, sizes_flag: list[str], threads: list[int]) -> dict[st
         "train_gflop_per_step": ptb["train_flops_per_step"] / 1e9,
         "sample_compile_s": ptb["sample_compile_s"],
         "ptb_loss_finite": ptb["loss_finite"],
+        "compile_s": ptb["other_compile_s"],
         "notes": notes,
         "timings": timings,
     }
+
+
+def other_figures(ptb: dict[str, Any], n: str, peak_gflops: float) -> dict[str, float | None]:
+    """At `n` threads: the plain graph against the fused one on PTB-small, and the GRU and
+    medium rows against PyTorch (None without it)."""
+    timings = ptb["timings"]
+    fused, plain = timings[f"rnnlm_ptb/{n}"], timings[f"rnnlm_ptb_plain/{n}"]
+    figures = {
+        "rnnlm_ptb_plain_tok_s": plain["tok_s"],
+        "fused_over_plain": fused["tok_s"] / plain["tok_s"],
+    }
+    for name in ("gru", "medium"):
+        mine, torch_t = timings[f"rnnlm_{name}/{n}"], timings.get(f"pytorch_{name}/{n}")
+        gflops = ptb["other_flops_per_step"][name] / (mine["ms_step"] / 1000) / 1e9
+        figures |= {
+            f"rnnlm_{name}_tok_s": mine["tok_s"],
+            f"pytorch_{name}_tok_s": torch_t and torch_t["tok_s"],
+            f"rnnlm_over_pytorch_{name}": torch_t and mine["tok_s"] / torch_t["tok_s"],
+            f"{name}_gemm_peak_share": gflops / peak_gflops,
+        }
+    return figures
 
 
 def rnnlm_command() -> list[str]:
