@@ -4,7 +4,7 @@ Every cell, one and two layers, uni- and bidirectional, hard sigmoid, truncated 
 BPTT, a ragged left-padded batch and carried-in states: log-probabilities, final states and
 `grad` gradients agree to rtol 1e-10 in float64. Every case runs on the py linker (the ops'
 numpy `perform`); two run on the C linker too. The gradient-flow diagnostics (a probe added
-to the fused op's output) agree too.
+to the fused op's output), the next-word distribution and generation steps agree too.
 """
 
 from __future__ import annotations
@@ -112,3 +112,29 @@ def test_gradient_flow_diagnostics_match():
     np.testing.assert_allclose(f_norms, p_norms, rtol=TOLERANCE, atol=TOLERANCE)
     np.testing.assert_allclose(f_top, p_top, rtol=TOLERANCE, atol=TOLERANCE)
     assert np.abs(p_norms).max() > 1e-3
+
+
+@pytest.fixture(scope="module")
+def left_to_right():
+    """A two-layer LSTM with large weights, fused and plain (the py linker)."""
+    return [make_model("lstm-x2-embed", fused, "FAST_COMPILE") for fused in (True, False)]
+
+
+def test_next_word_distributions_match(left_to_right, batch):
+    """`rnnlm next` and the service read the last step of a left-padded batch."""
+    x, _, mask = batch
+    fused, plain = (model.next_log_probs(x, mask) for model in left_to_right)
+    np.testing.assert_allclose(fused, plain, rtol=TOLERANCE, atol=TOLERANCE)
+
+
+def test_generation_steps_match(left_to_right):
+    """Sampling runs a length-1 sequence through the same stack, states carried."""
+    ids = np.array([3, 0, 10], dtype=np.int32)
+    outputs = []
+    for model in left_to_right:
+        states = model.initial_states(len(ids))
+        for _ in range(3):
+            logits, states = model.step(ids, states)
+        outputs.append([logits, *states])
+    for got, want in zip(*outputs, strict=True):
+        np.testing.assert_allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE)
