@@ -26,6 +26,7 @@ from rnnlm.vocab import Vocabulary
 
 if TYPE_CHECKING:
     from rnnlm.compiled import FunctionCache
+    from rnnlm.ngram import Interpolation, WeightFit
 
 BATCH_SIZE = 64
 STREAM_BPTT = 100
@@ -80,6 +81,7 @@ class Evaluation:
     nll_unknown: float  # the part of `nll` spent on unknown tokens
     interval: tuple[float, float] | None = None  # bootstrap 95 % interval of the perplexity
     unknown_token: str | None = None  # what unknown words were predicted as
+    ngram: dict | None = None  # the n-gram model interpolated in, and its weight
 
     @property
     def cross_entropy(self) -> float:
@@ -143,17 +145,50 @@ def evaluate_corpus(
     seed: int = 0,
     show_progress: bool = False,
     cache: FunctionCache | None = None,
+    ngram: Interpolation | None = None,
 ) -> Evaluation:
-    """`rnnlm eval`: the language model in `path` on `corpus`, read as its training corpus
-    was (see `read_like_training`); a bar of tokens on stderr when `show_progress`."""
+    """`rnnlm eval`: the language model in `path` (interpolated with `ngram`, if given) on
+    `corpus`, read as its training corpus was (see `read_like_training`); a bar of tokens on
+    stderr when `show_progress`."""
     model, ckpt = open_model(path, left_to_right="report a perplexity", cache=cache)
     sentences = read_like_training(ckpt.config.data, corpus, format, column)
     encoded = [ckpt.vocab.encode(tokens) for tokens in sentences]
     with TokenProgress(sum(len(s) - 1 for s in encoded), show_progress) as progress:
         log_probs = sentence_log_probs(model, encoded, mode, progress=progress)
+    if ngram is not None:
+        log_probs = ngram.apply(ckpt.vocab, encoded, log_probs)
     result = summarize(encoded, log_probs, ckpt.vocab, mode, bootstrap, seed)
     result.unknown_token = ckpt.vocab.unknown
+    result.ngram = ngram.to_dict() if ngram is not None else None
     return result
+
+
+def tune_weight(
+    path: str | Path,
+    ngram: Interpolation,
+    corpus: str | Path,
+    *,
+    format: str | None = None,
+    column: str | None = None,
+    mode: str = "sentence",
+    show_progress: bool = False,
+    cache: FunctionCache | None = None,
+) -> WeightFit:
+    """`rnnlm tune-weight`: the n-gram weight λ that maximises the likelihood of `corpus`
+    (held-out text, read as the training corpus was) under λ·p_ngram + (1 − λ)·p_rnn, by EM
+    from `ngram.weight`; with the perplexities of both models and of their mixture."""
+    from rnnlm.ngram import fit_on
+
+    model, ckpt = open_model(path, left_to_right="report a perplexity", cache=cache)
+    sentences = read_like_training(ckpt.config.data, corpus, format, column)
+    encoded = [ckpt.vocab.encode(tokens) for tokens in sentences]
+    if not encoded:
+        raise RnnlmError(f"{corpus}: no sentences to fit the n-gram weight on")
+    with TokenProgress(sum(len(s) - 1 for s in encoded), show_progress) as progress:
+        rnn = sentence_log_probs(model, encoded, mode, progress=progress)
+    fit = fit_on(rnn, ngram.ngram_log_probs(ckpt.vocab, encoded), start=ngram.weight)
+    fit.ngram_unknown = ngram.unknown_tokens(ckpt.vocab, encoded)
+    return fit
 
 
 def bootstrap_interval(
@@ -206,16 +241,23 @@ def compare_models(
     samples: int = 1000,
     seed: int = 0,
     cache: FunctionCache | None = None,
+    ngram: Interpolation | None = None,
+    ngram_on: Sequence[bool] = (True, True),
 ) -> Comparison:
     """`rnnlm compare`: models A and B (`paths`) scored on the same sentences of `corpus`,
-    read as A's training corpus was, then a paired bootstrap."""
+    read as A's training corpus was, then a paired bootstrap. `ngram`, if given, is
+    interpolated into A, B or both, as `ngram_on` says (A alone against A with the n-gram
+    model: the same path twice, `ngram_on` (False, True))."""
     loaded = [open_model(path, left_to_right="report a perplexity", cache=cache) for path in paths]
     check_comparable([ckpt for _, ckpt in loaded])
     sentences = read_like_training(loaded[0][1].config.data, corpus)
     nll = []
-    for model, ckpt in loaded:
+    for (model, ckpt), mixed in zip(loaded, ngram_on, strict=True):
         encoded = [ckpt.vocab.encode(tokens) for tokens in sentences]
-        nll.append(np.array([-lp.sum() for lp in sentence_log_probs(model, encoded, mode)]))
+        log_probs = sentence_log_probs(model, encoded, mode)
+        if ngram is not None and mixed:
+            log_probs = ngram.apply(ckpt.vocab, encoded, log_probs)
+        nll.append(np.array([-lp.sum() for lp in log_probs]))
     counts = np.array([len(tokens) + 1 for tokens in sentences])
     return paired_bootstrap(nll[0], nll[1], counts, samples, seed)
 

@@ -23,6 +23,7 @@ from rnnlm.vocab import Vocabulary
 
 if TYPE_CHECKING:
     from rnnlm.compiled import FunctionCache
+    from rnnlm.ngram import Interpolation
 
 MIN_TEMPERATURE = 1e-3  # below it, logits / T overflows float64
 
@@ -148,13 +149,17 @@ def score(
     sentences: Sequence[Sequence[str]],
     mode: str = "sentence",
     progress: BatchCallback | None = None,
+    ngram: Interpolation | None = None,
 ) -> list[SentenceScore]:
-    """Score tokenized sentences (without markers): each alone, or in stream mode as one text."""
+    """Score tokenized sentences (without markers): each alone, or in stream mode as one text;
+    interpolated with an n-gram model when `ngram` is given."""
     for text, tokens in zip(texts, sentences, strict=True):
         if not tokens:
             raise RnnlmError(f"nothing to score: {text!r} has no words")
     encoded = [vocab.encode(tokens) for tokens in sentences]
     log_probs = sentence_log_probs(model, encoded, mode, progress)
+    if ngram is not None:
+        log_probs = ngram.apply(vocab, encoded, log_probs)
     return [
         SentenceScore(text, [*tokens, vocab.end], lp.tolist(), vocab.is_unknown(ids[1:]).tolist())
         for text, tokens, ids, lp in zip(texts, sentences, encoded, log_probs, strict=True)
@@ -255,13 +260,15 @@ def score_texts(
     mode: str = "sentence",
     show_progress: bool = False,
     cache: FunctionCache | None = None,
+    ngram: Interpolation | None = None,
 ) -> Scores:
-    """Each text scored as one sentence by the language model in `path`, tokenized as the
-    training corpus was; a bar of tokens on stderr when `show_progress`."""
+    """Each text scored as one sentence by the language model in `path` (interpolated with
+    `ngram`, if given), tokenized as the training corpus was; a bar of tokens on stderr when
+    `show_progress`."""
     model, ckpt = open_model(path, left_to_right="score sentences", cache=cache)
     tokens = [tokenize_like_training(ckpt.config.data, text) for text in texts]
     with TokenProgress(sum(len(t) + 1 for t in tokens), show_progress) as progress:
-        scores = score(model, ckpt.vocab, texts, tokens, mode, progress=progress)
+        scores = score(model, ckpt.vocab, texts, tokens, mode, progress=progress, ngram=ngram)
     return Scores(scores, ckpt.vocab.unknown)
 
 
@@ -294,15 +301,22 @@ def next_distribution(
 
 
 def next_words(
-    model: Model, vocab: Vocabulary, contexts: Sequence[Sequence[str]], top_k: int = 10
+    model: Model,
+    vocab: Vocabulary,
+    contexts: Sequence[Sequence[str]],
+    top_k: int = 10,
+    ngram: Interpolation | None = None,
 ) -> list[list[tuple[str, float]]]:
     """For each context, the `top_k` likeliest next tokens with their probabilities, best
     first. SENTENCE_END (the sentence ends here) and the unknown token are candidates like
-    any word; SENTENCE_START is not. Probabilities are the model's, not renormalised over
-    the list, so they sum to at most 1."""
+    any word; SENTENCE_START is not. Probabilities are the model's (interpolated with
+    `ngram`, if given), not renormalised over the list, so they sum to at most 1."""
     if top_k < 1:
         raise RnnlmError("--top-k must be at least 1")
     probs = next_distribution(model, vocab, contexts)
+    if ngram is not None:
+        for row, tokens in enumerate(contexts):
+            probs[row] = ngram.next_probs(vocab, vocab.ids(tokens), probs[row])
     probs[:, vocab.start_id] = -1.0  # never offered
     count = min(top_k, len(vocab) - 1)
     best = np.argsort(-probs, axis=1, kind="stable")[:, :count]
@@ -328,12 +342,16 @@ class NextWords:
 
 
 def next_from(
-    path: str | Path, context: str, top_k: int = 10, cache: FunctionCache | None = None
+    path: str | Path,
+    context: str,
+    top_k: int = 10,
+    cache: FunctionCache | None = None,
+    ngram: Interpolation | None = None,
 ) -> NextWords:
     """`rnnlm next`: the likeliest tokens after `context` (text, tokenized as the training
-    corpus was) by the language model in `path`."""
+    corpus was) by the language model in `path`, interpolated with `ngram` if given."""
     model, ckpt = open_model(path, left_to_right="predict the next word", cache=cache)
     tokens = tokenize_like_training(ckpt.config.data, context)
-    (candidates,) = next_words(model, ckpt.vocab, [tokens], top_k)
+    (candidates,) = next_words(model, ckpt.vocab, [tokens], top_k, ngram)
     unknown = ckpt.vocab.is_unknown(ckpt.vocab.ids(tokens)).tolist()
     return NextWords(context, tokens, unknown, candidates)

@@ -20,6 +20,7 @@ from rnnlm.loading import open_model, tokenize_like_training
 
 if TYPE_CHECKING:
     from rnnlm.compiled import FunctionCache
+    from rnnlm.ngram import Interpolation
 
 LAYOUTS = "'text', 'id ||| text ||| score' or Moses' 'id ||| text ||| features ||| total'"
 
@@ -60,20 +61,23 @@ def rescore(
     source: str,
     lm_weight: float = 1.0,
     cache: FunctionCache | None = None,
+    ngram: Interpolation | None = None,
 ) -> list[dict[str, Any]]:
     """`rnnlm rescore`: each hypothesis of the n-best list `data` (read from `source`) gets
-    lm = ln p_LM(text) from the model in `path` and total = score + lm_weight * lm; the rows
-    come best first within each id, the ids in file order."""
+    lm = ln p_LM(text) from the model in `path` (interpolated with `ngram`, if given) and
+    total = score + lm_weight * lm; the rows come best first within each id, the ids in file
+    order."""
     if not math.isfinite(lm_weight):
         raise SettingError("the LM weight must be a finite number:", {"lm_weight": None})
     hypotheses = parse_nbest(decode_utf8(data, source))
     model, ckpt = open_model(path, left_to_right="score hypotheses", cache=cache)
     texts = [h.text for h in hypotheses]
     tokens = [tokenize_like_training(ckpt.config.data, text) for text in texts]
+    scores = score(model, ckpt.vocab, texts, tokens, ngram=ngram)
     rows = [
         {"id": h.id, "text": h.text, "score": h.score, "lm": s.total}
         | {"total": h.score + lm_weight * s.total}
-        for h, s in zip(hypotheses, score(model, ckpt.vocab, texts, tokens), strict=True)
+        for h, s in zip(hypotheses, scores, strict=True)
     ]
     order = {key: i for i, key in enumerate(dict.fromkeys(r["id"] for r in rows))}
     return sorted(rows, key=lambda r: (order[r["id"]], -r["total"]))

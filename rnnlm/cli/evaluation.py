@@ -7,31 +7,37 @@ import math
 import click
 
 from rnnlm.cli.options import (
+    NGRAM_HELP,
     cache_option,
     corpus_option,
     int_option,
+    interpolation,
     json_option,
     mode_option,
     model_option,
     models_option,
+    ngram_options,
     out_option,
     quiet_option,
     seed_option,
 )
-from rnnlm.cli.output import echo_json, setup_logging, show_progress
+from rnnlm.cli.output import echo_json, mixed_line, setup_logging, show_progress
 from rnnlm.config import FORMATS
 
-
-@click.command(name="eval")
-@model_option
-@corpus_option("Text to evaluate, read like the training corpus.")
-@click.option(
+format_option = click.option(
     "--format",
     "format_",
     type=click.Choice(FORMATS),
     help="Default: the model's training format, else from the suffix.",
 )
-@click.option("--column", default=None, help="CSV column (default: the model's).")
+column_option = click.option("--column", default=None, help="CSV column (default: the model's).")
+
+
+@click.command(name="eval")
+@model_option
+@corpus_option("Text to evaluate, read like the training corpus.")
+@format_option
+@column_option
 @mode_option
 @int_option(
     "--bootstrap",
@@ -40,21 +46,26 @@ from rnnlm.config import FORMATS
     help="Resample sentences N times for a 95 % interval of the perplexity.",
 )
 @seed_option("Seed of the bootstrap.")
+@ngram_options
 @quiet_option
 @cache_option
 @json_option
-def evaluate(model_path, corpus, format_, column, quiet, as_json, **options) -> None:
+def evaluate(
+    model_path, corpus, format_, column, ngram, ngram_weight, quiet, as_json, **options
+) -> None:
     """Cross-entropy and perplexity of a corpus, with the conventions used.
 
     Every word and each SENTENCE_END is predicted and counted, SENTENCE_START never.
     Unknown words count as the unknown token; the perplexity without them is given too.
+    With --ngram, each token's probability is λ·p_ngram + (1 − λ)·p_rnn.
     """
     from rnnlm.evaluate import evaluate_corpus
 
     setup_logging(quiet)
+    mixed = interpolation(ngram, ngram_weight)
     result = evaluate_corpus(
         model_path, corpus, format=format_, column=column, show_progress=show_progress(quiet),
-        **options,
+        ngram=mixed, **options,
     )  # fmt: skip
     values = result.to_dict()
     if as_json:
@@ -68,6 +79,8 @@ def evaluate(model_path, corpus, format_, column, quiet, as_json, **options) -> 
     click.echo(
         f"state: {'carried across sentences (stream)' if stream else 'reset at every sentence'}"
     )
+    if result.ngram is not None:
+        click.echo(mixed_line(result.ngram))
     click.echo(
         f"unknown: {result.unknown} tokens ({100 * values['unknown_rate']:.2f} %) "
         f"mapped to {result.unknown_token}"
@@ -95,9 +108,20 @@ def evaluate(model_path, corpus, format_, column, quiet, as_json, **options) -> 
     "--samples", default=1000, low=1, high=100_000, help="Bootstrap resamples of the sentences."
 )
 @seed_option("Seed of the resampling.")
+@ngram_options
+@click.option(
+    "--ngram-on",
+    type=click.Choice(["A", "B", "both"]),
+    default="both",
+    show_default=True,
+    help="Which model --ngram is interpolated into: give the same --model twice and B to "
+    "test the RNN alone against the interpolation.",
+)
 @cache_option
 @json_option
-def compare(models, corpus, mode, samples, seed, cache, as_json) -> None:
+def compare(
+    models, corpus, mode, samples, seed, ngram, ngram_weight, ngram_on, cache, as_json
+) -> None:
     """Is model A better than model B on this text, or is the difference noise?
 
     A paired bootstrap over sentences: both models are scored on the same resampled
@@ -107,12 +131,21 @@ def compare(models, corpus, mode, samples, seed, cache, as_json) -> None:
 
     if len(models) != 2:
         raise click.UsageError(f"give --model exactly twice (got {len(models)})")
-    result = compare_models(models, corpus, mode, samples, seed, cache)
+    mixed = interpolation(ngram, ngram_weight)
+    on = (ngram_on in ("A", "both"), ngram_on in ("B", "both"))
+    result = compare_models(models, corpus, mode, samples, seed, cache, mixed, on)
+    names = [
+        f"{m} + n-gram" if mixed is not None and o else str(m)
+        for m, o in zip(models, on, strict=True)
+    ]
     if as_json:
-        echo_json({"model_a": str(models[0]), "model_b": str(models[1]), **result.to_dict()})
+        ngram_json = {"ngram": mixed.to_dict(), "ngram_on": ngram_on} if mixed is not None else {}
+        echo_json({"model_a": names[0], "model_b": names[1], **ngram_json, **result.to_dict()})
         return
-    click.echo(f"A {models[0]}: perplexity {result.perplexity_a:.2f}")
-    click.echo(f"B {models[1]}: perplexity {result.perplexity_b:.2f}")
+    click.echo(f"A {names[0]}: perplexity {result.perplexity_a:.2f}")
+    click.echo(f"B {names[1]}: perplexity {result.perplexity_b:.2f}")
+    if mixed is not None:
+        click.echo(mixed_line(mixed.to_dict()))
     low, high = result.interval
     click.echo(
         f"B - A: {result.perplexity_b - result.perplexity_a:+.2f} "
@@ -177,4 +210,44 @@ def diagnose(models, corpus, out, as_json, **options) -> None:
     click.echo(f"wrote {out}")
 
 
-COMMANDS = [evaluate, compare, diagnose]
+@click.command(name="tune-weight")
+@click.option("--ngram", required=True, type=click.Path(dir_okay=False), help=NGRAM_HELP)
+@corpus_option("Held-out text (not the training text) to fit the weight on.")
+@model_option
+@format_option
+@column_option
+@mode_option
+@quiet_option
+@cache_option
+@json_option
+def tune_weight(ngram, corpus, model_path, format_, column, mode, quiet, cache, as_json) -> None:
+    """The n-gram weight λ that fits held-out text best, found by EM.
+
+    Maximises the likelihood of the corpus under p = λ·p_ngram + (1 − λ)·p_rnn per token
+    (EM from λ = 0.5; the likelihood is concave in λ, so EM finds its maximum), and prints
+    λ with the perplexities of the RNN, the n-gram model and their interpolation.
+    """
+    from rnnlm.evaluate import tune_weight as fit
+
+    setup_logging(quiet)
+    result = fit(
+        model_path, interpolation(ngram, None), corpus, format=format_, column=column,
+        mode=mode, show_progress=show_progress(quiet), cache=cache,
+    )  # fmt: skip
+    if as_json:
+        echo_json({"model": model_path, "ngram": ngram, "corpus": corpus, **result.to_dict()})
+        return
+    state = "converged" if result.converged else "NOT converged"
+    click.echo(
+        f"{corpus}: {result.tokens} tokens predicted, {result.ngram_unknown} of them <unk> to "
+        f"the n-gram model"
+    )
+    click.echo(f"EM: λ = {result.weight:.4f} after {result.iterations} iterations ({state})")
+    click.echo(
+        f"perplexity: rnn {result.perplexity_rnn:.2f}, n-gram {result.perplexity_ngram:.2f}, "
+        f"interpolated {result.perplexity_mixed:.2f}"
+    )
+    click.echo(f"use: --ngram {ngram} --ngram-weight {result.weight:.4f}")
+
+
+COMMANDS = [evaluate, compare, diagnose, tune_weight]

@@ -271,3 +271,37 @@ def out_option(default: str, text: str) -> Callable:
 
 def config_file_option(text: str) -> Callable:
     return path_option("--config", "config_file", help=text)
+
+
+# -- interpolation with an n-gram model -------------------------------------------------------
+
+DEFAULT_NGRAM_WEIGHT = 0.5
+NGRAM_HELP = (
+    "An n-gram model to interpolate with, per token: an ARPA file (.arpa or .arpa.gz), or "
+    "any model KenLM reads (a binary too) when the kenlm package is installed "
+    "(pip install 'rnnlm[ngram]')."
+)
+ngram_path_option = path_option("--ngram", help=NGRAM_HELP)
+ngram_weight_option = click.option(
+    "--ngram-weight",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="λ in p = λ·p_ngram + (1 − λ)·p_rnn  [default: "
+    f"{DEFAULT_NGRAM_WEIGHT}]; `rnnlm tune-weight` finds it on held-out text.",
+)
+
+
+def ngram_options(command: Callable) -> Callable:
+    """--ngram and --ngram-weight; the command turns them into one with `interpolation`."""
+    return ngram_path_option(ngram_weight_option(command))
+
+
+def interpolation(ngram: str | None, weight: float | None) -> Any:
+    """The `rnnlm.ngram.Interpolation` that --ngram and --ngram-weight ask for, or None."""
+    if ngram is None:
+        if weight is not None:
+            raise click.UsageError("--ngram-weight needs --ngram (the n-gram model to mix in)")
+        return None
+    from rnnlm.ngram import Interpolation
+
+    return Interpolation.open(ngram, DEFAULT_NGRAM_WEIGHT if weight is None else weight)

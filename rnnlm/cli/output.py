@@ -34,3 +34,11 @@ def as_text(argument: str) -> str:
 def show_progress(quiet: bool) -> bool:
     """Progress bars only for a person watching: stderr is a terminal and not --quiet."""
     return not quiet and sys.stderr.isatty()
+
+
+def mixed_line(ngram: dict) -> str:
+    """What `rnnlm.ngram.Interpolation.to_dict` says, as one line of text output."""
+    return (
+        f"interpolated: p = {ngram['weight']:g}·p_ngram + {1 - ngram['weight']:g}·p_rnn per token, "
+        f"n-gram model {ngram['path']} (order {ngram['order']})"
+    )

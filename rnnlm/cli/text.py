@@ -9,13 +9,15 @@ import click
 from rnnlm.cli.options import (
     cache_option,
     int_option,
+    interpolation,
     json_option,
     mode_option,
     model_option,
+    ngram_options,
     quiet_option,
     seed_option,
 )
-from rnnlm.cli.output import as_text, echo_json, setup_logging, show_progress
+from rnnlm.cli.output import as_text, echo_json, mixed_line, setup_logging, show_progress
 
 
 @click.command()
@@ -91,15 +93,20 @@ def fill(sentence, model_path, top_k, cache, as_json) -> None:
     show_default=True,
     help="Base of the log-probabilities printed per token and per sentence.",
 )
+@ngram_options
 @quiet_option
 @cache_option
 @json_option
-def score(sentences, model_path, file_, mode, per_word, log_base, quiet, cache, as_json) -> None:
+def score(
+    sentences, model_path, file_, mode, per_word, log_base, ngram, ngram_weight, quiet, cache,
+    as_json,
+) -> None:  # fmt: skip
     """Log-probability, per-token probabilities and perplexity of each sentence.
 
     Each sentence is tokenized like the training corpus; its tokens are its words and
     SENTENCE_END (SENTENCE_START is given, never predicted). Perplexity is
-    exp(-log-probability / tokens).
+    exp(-log-probability / tokens). With --ngram, each token's probability is
+    λ·p_ngram + (1 − λ)·p_rnn.
     """
     from rnnlm import report
     from rnnlm.corpus import text_lines
@@ -112,8 +119,11 @@ def score(sentences, model_path, file_, mode, per_word, log_base, quiet, cache, 
     if not texts:
         raise click.UsageError("nothing to score: give sentences as arguments or --file")
     progress = show_progress(quiet) and file_ is not None
-    scored = score_texts(model_path, texts, mode, progress, cache)
+    mixed = interpolation(ngram, ngram_weight)
+    scored = score_texts(model_path, texts, mode, progress, cache, mixed)
     result = {"sentences": [s.to_dict() for s in scored.sentences], "log_base": log_base}
+    if mixed is not None:
+        result["ngram"] = mixed.to_dict()
     if len(texts) > 1:
         result["corpus_perplexity"] = scored.corpus_perplexity
     if as_json:
@@ -123,6 +133,8 @@ def score(sentences, model_path, file_, mode, per_word, log_base, quiet, cache, 
         click.echo("\n".join([*lines, *report.kenlm_summary(scored.sentences)]))
     else:
         click.echo("\n".join(report.plain(scored.sentences, log_base)))
+        if mixed is not None:
+            click.echo(mixed_line(mixed.to_dict()))
         if len(texts) > 1:
             tokens = sum(len(s.log_probs) for s in scored.sentences)
             click.echo(f"corpus perplexity {scored.corpus_perplexity:.2f} over {tokens} tokens")
@@ -132,9 +144,10 @@ def score(sentences, model_path, file_, mode, per_word, log_base, quiet, cache, 
 @click.argument("context", default="")
 @model_option
 @int_option("--top-k", "-k", default=10, low=1, help="How many candidates to list.")
+@ngram_options
 @cache_option
 @json_option
-def next_word(context, model_path, top_k, cache, as_json) -> None:
+def next_word(context, model_path, top_k, ngram, ngram_weight, cache, as_json) -> None:
     """The likeliest next words after CONTEXT, e.g. "the cat sat on the", with probabilities.
 
     SENTENCE_END means the sentence ends there. The probabilities are over the whole
@@ -142,7 +155,8 @@ def next_word(context, model_path, top_k, cache, as_json) -> None:
     """
     from rnnlm.generate import next_from
 
-    result = next_from(model_path, as_text(context), top_k, cache)
+    mixed = interpolation(ngram, ngram_weight)
+    result = next_from(model_path, as_text(context), top_k, cache, mixed)
     if as_json:
         echo_json(result.to_dict())
     else:
@@ -173,16 +187,20 @@ def finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
     callback=finite,
     help="total = score + weight * ln p_LM(text).",
 )
+@ngram_options
 @cache_option
 @json_option
-def rescore(nbest, model_path, lm_weight, cache, as_json) -> None:
+def rescore(nbest, model_path, lm_weight, ngram, ngram_weight, cache, as_json) -> None:
     """Add the language model's log-probability to n-best hypotheses and re-rank them.
 
     Output lines: id ||| text ||| score ||| lm ||| total, best first within each id.
+    With --ngram, lm is the log-probability under λ·p_ngram + (1 − λ)·p_rnn per token.
     """
     from rnnlm.nbest import rescore as rerank
 
-    rows = rerank(model_path, nbest.read(), getattr(nbest, "name", "stdin"), lm_weight, cache)
+    source = getattr(nbest, "name", "stdin")
+    mixed = interpolation(ngram, ngram_weight)
+    rows = rerank(model_path, nbest.read(), source, lm_weight, cache, mixed)
     if as_json:
         echo_json(rows)
         return
