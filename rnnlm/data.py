@@ -9,13 +9,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from rnnlm import checkpoint
 from rnnlm.config import Config
-from rnnlm.corpus import load_corpus
+from rnnlm.corpus import decode_utf8, load_corpus
 from rnnlm.errors import RnnlmError
-from rnnlm.vocab import Vocabulary, build_vocabulary, count_tokens
+from rnnlm.vocab import (
+    Vocabulary,
+    build_vocabulary,
+    count_tokens,
+    fixed_vocabulary,
+    parse_word_list,
+    words_outside,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +36,45 @@ class TrainingData:
     # Encoded training sentences, both markers included: a list, or memory-mapped shards.
     sentences: Sequence[np.ndarray]
     valid: Sequence[np.ndarray] = field(default_factory=list)  # empty: no validation set
+    # With a vocabulary given: (tokens, distinct words) of the training text outside it.
+    new_words: tuple[int, int] | None = None
 
 
-def load_training_data(config: Config, vocab: Vocabulary | None = None) -> TrainingData:
-    """Read and tokenize, build the vocabulary (unless given), encode, split off validation.
+@dataclass(frozen=True)
+class WordList:
+    """The tokens a fresh run's vocabulary is fixed to (`rnnlm train --vocab`)."""
 
-    Logs what the tutorial prints: sentences parsed, unique tokens, the rarest word kept.
+    words: list[str]
+    unknown: str | None = None  # a model file's unknown token; None: the config's
+
+
+def read_word_list(path: str | Path) -> WordList:
+    """The tokens of a vocabulary file (one a line, see `vocab.parse_word_list`) or of an
+    rnnlm model file's vocabulary, with its unknown token."""
+    path = Path(path)
+    if not path.is_file():
+        raise RnnlmError(f"vocabulary file not found: {path}")
+    raw = path.read_bytes()
+    if raw[:2] == b"PK":  # a zip archive: an .npz model
+        vocab = checkpoint.load(path).vocab
+        return WordList(list(vocab.words), vocab.unknown)
+    return WordList(parse_word_list(decode_utf8(raw, str(path)), str(path)))
+
+
+def load_training_data(
+    config: Config, vocab: Vocabulary | None = None, words: WordList | None = None
+) -> TrainingData:
+    """Read and tokenize, build the vocabulary (unless given, or fixed to `words`), encode,
+    split off validation.
+
+    Logs what the tutorial prints: sentences parsed, unique tokens, the rarest word kept;
+    with a vocabulary given, how many tokens of the text it lacks (they become unknown).
     With `data.prepared`, the sentences and vocabulary come from that folder instead.
     """
     data = config.data
     if data.prepared:
+        if words is not None:
+            raise RnnlmError("a prepared folder brings its own vocabulary: give --vocab a corpus")
         return _prepared_data(config, vocab)
     corpus = load_corpus(data.corpus, data)
     sentences = corpus.sentences
@@ -47,7 +85,23 @@ def load_training_data(config: Config, vocab: Vocabulary | None = None) -> Train
         valid_order, train_order = hold_out(len(sentences), data.valid_fraction, config.train.seed)
         valid_tokens = [sentences[i] for i in valid_order]
         sentences = [sentences[i] for i in train_order]
-    if vocab is None:
+    new_words = None
+    if words is not None:
+        vocab = fixed_vocabulary(
+            words.words, count_tokens(sentences), words.unknown or data.unknown
+        )
+        log.info("Vocabulary fixed to %d tokens.", len(vocab))
+    if vocab is not None:
+        new_words = words_outside(vocab, sentences)
+        log.info(
+            "%d of the %d training tokens (%d distinct words) are not in the vocabulary: "
+            "they map to %s.",
+            new_words[0],
+            sum(len(s) for s in sentences),
+            new_words[1],
+            vocab.unknown,
+        )
+    else:
         counts = count_tokens(sentences)
         vocab = build_vocabulary(counts, data.vocab_size, data.min_count, data.unknown)
         log.info("Parsed %d sentences.", len(sentences))
@@ -69,6 +123,7 @@ def load_training_data(config: Config, vocab: Vocabulary | None = None) -> Train
         vocab,
         [vocab.encode(tokens) for tokens in sentences],
         [vocab.encode(tokens) for tokens in valid_tokens],
+        new_words,
     )
 
 

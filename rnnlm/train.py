@@ -60,6 +60,7 @@ class Trainer:
         resume: checkpoint.Checkpoint | None = None,
         comm: Comm | None = None,
         cache: Any = None,
+        initial_params: dict[str, np.ndarray] | None = None,
     ) -> None:
         from rnnlm import backend
         from rnnlm.model import Model
@@ -83,6 +84,8 @@ class Trainer:
         self.show_progress = show_progress and self.is_main
         # `cache`: a compiled-function cache (rnnlm.compiled), or None to compile afresh.
         self.model = Model(config.model, seed=tc.seed, compile_mode=compile_mode, cache=cache)
+        if initial_params is not None:  # fine-tuning: another run's weights, a fresh start
+            self.model.params.assign(initial_params)
         dtype = config.model.dtype
         self.learning_rate = backend.shared(np.asarray(tc.learning_rate, dtype=dtype), name="lr")
         self.optimizer_state: dict = {}

@@ -238,3 +238,66 @@ def build_vocabulary(
         unknown,
     )
     return Vocabulary(words=words, counts=word_counts, unknown=unknown)
+
+
+# -- a vocabulary as a text file: one token a line ------------------------------------------
+
+
+def vocabulary_lines(vocab: Vocabulary) -> list[str]:
+    """`token<TAB>count` in id order: what `rnnlm vocab` prints and `--vocab` reads back."""
+    return [f"{word}\t{count}" for word, count in zip(vocab.words, vocab.counts, strict=True)]
+
+
+def parse_word_list(text: str, source: str) -> list[str]:
+    """The tokens of a vocabulary file, in order: each line is the token, then optionally a
+    tab and a count (ignored: a run counts its own corpus). Blank lines are skipped; the
+    token is taken as it is, so a character model's space token (" <TAB>count") survives."""
+    words: list[str] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
+        token, tab, count = line.rpartition("\t")
+        if not tab:
+            token = line
+        elif count.strip() and not count.strip().isdigit():
+            raise RnnlmError(f"{source} line {number}: the count {count!r} is not a number")
+        if not token or (not tab and not token.strip()):
+            continue  # blank; a whitespace token (a char model's space) comes with its count
+        if token in seen:
+            raise RnnlmError(f"{source} line {number}: {token!r} is already on line {seen[token]}")
+        seen[token] = number
+        words.append(token)
+    if not words:
+        raise RnnlmError(f"{source}: no tokens in it")
+    return words
+
+
+def fixed_vocabulary(
+    words: Sequence[str], counts: collections.Counter[str], unknown: str = UNKNOWN_TOKEN
+) -> Vocabulary:
+    """A vocabulary of `words` in their order (ids are positions), with the sentence markers
+    and `unknown` added at the end when missing; the counts are those of `counts` (a corpus's
+    `count_tokens`), the unknown token's being every corpus token outside the list."""
+    words = list(words)
+    added = [token for token in (SENTENCE_START, SENTENCE_END, unknown) if token not in words]
+    if added:
+        log.info("vocabulary: adding %s to the %d words given", ", ".join(added), len(words))
+    words += added
+    if len(words) < MIN_VOCABULARY_SIZE:
+        raise RnnlmError(
+            f"a vocabulary needs at least {MIN_VOCABULARY_SIZE} tokens, markers included"
+        )
+    listed = set(words)
+    word_counts = [counts.get(word, 0) for word in words]
+    outside = sum(count for token, count in counts.items() if token not in listed and count > 0)
+    word_counts[words.index(unknown)] += outside
+    return Vocabulary(words=tuple(words), counts=tuple(word_counts), unknown=unknown)
+
+
+def words_outside(vocab: Vocabulary, sentences: Iterable[Sequence[str]]) -> tuple[int, int]:
+    """(tokens, distinct words) of `sentences` that `vocab` does not hold: the new words that
+    map to its unknown token."""
+    missing: collections.Counter[str] = collections.Counter()
+    for sentence in sentences:
+        missing.update(token for token in sentence if token not in vocab)
+    return sum(missing.values()), len(missing)

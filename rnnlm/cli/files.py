@@ -108,4 +108,25 @@ def import_tutorial(npz, vocab_corpus, vocab_size, out, as_json) -> None:
     click.echo(f"wrote {out}: tutorial RNN, vocabulary {len(vocab)}")
 
 
-COMMANDS = [info, plot, import_tutorial]
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@json_option
+def vocab(model, as_json) -> None:
+    """The vocabulary of MODEL: each token and its count in the training text, in id order.
+
+    The text output (token, a tab, count) is a file `rnnlm train --vocab` reads back.
+    """
+    from rnnlm.checkpoint import load
+    from rnnlm.vocab import vocabulary_lines
+
+    words = load(model).vocab
+    if as_json:
+        echo_json(
+            {"model": model, "size": len(words), "unknown": words.unknown, "start": words.start}
+            | {"end": words.end, "words": list(words.words), "counts": list(words.counts)}
+        )
+        return
+    click.echo("\n".join(vocabulary_lines(words)))
+
+
+COMMANDS = [info, plot, import_tutorial, vocab]

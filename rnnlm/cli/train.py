@@ -33,6 +33,19 @@ PREPARE_KEYS = tuple(
     "position); options that repeat its data and model settings are fine, only [train] "
     "options may change.",
 )
+@path_option(
+    "--init-from",
+    help="Fine-tune: start from this model's weights and vocabulary (words it lacks become "
+    "its unknown token) on the corpus given, with a fresh optimizer; its model and "
+    "tokenization settings are kept, its [train] settings unless given.",
+)
+@path_option(
+    "--vocab",
+    "vocab_file",
+    help="Fix the vocabulary: a file of one token a line (`rnnlm vocab` writes one; a tab "
+    "and a count may follow each token), or a model file whose vocabulary to take. The "
+    "markers and the unknown token are added if missing.",
+)
 @out_option(
     "model.npz",
     "Latest checkpoint, written atomically at every evaluation (its folder is created); "
@@ -41,7 +54,9 @@ PREPARE_KEYS = tuple(
 @quiet_option
 @cache_option
 @json_option
-def train(config_file, resume, out, quiet, cache, as_json, **options) -> None:
+def train(
+    config_file, resume, init_from, vocab_file, out, quiet, cache, as_json, **options
+) -> None:
     """Tokenize a corpus, build a vocabulary and train an RNN language model.
 
     The loss (cross-entropy per token, in nats) is printed at every evaluation;
@@ -58,6 +73,8 @@ def train(config_file, resume, out, quiet, cache, as_json, **options) -> None:
         out,
         config_file=config_file,
         resume=resume,
+        init_from=init_from,
+        vocab=vocab_file,
         show_progress=show_progress(quiet),
         cache=cache,
     )
@@ -73,6 +90,11 @@ def train(config_file, resume, out, quiet, cache, as_json, **options) -> None:
         f"(best {summary['best_loss']:.3f}, in {summary['best_model']}), "
         f"{summary['wall_s']:.0f} s ({summary['tokens_per_s']:.0f} tokens/s)"
     )
+    if "new_tokens" in summary:
+        click.echo(
+            f"{summary['new_tokens']} training tokens ({summary['new_words']} distinct words) "
+            "were not in the vocabulary: they were read as its unknown token"
+        )
 
 
 @click.command()
