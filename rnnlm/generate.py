@@ -38,6 +38,7 @@ def sample(
     min_length: int = 1,
     temperature: float = 1.0,
     top_k: int = 0,
+    top_p: float = 1.0,
     greedy: bool = False,
     prompt: Sequence[str] = (),
 ) -> list[list[tuple[str, float]]]:
@@ -47,9 +48,11 @@ def sample(
     opens every sentence (its probabilities are the model's too). UNKNOWN_TOKEN and
     SENTENCE_START are never drawn, SENTENCE_END not before `min_length` words: the tutorial
     resamples until it gets another word, which is the same as drawing from the renormalised
-    rest. `top_k` keeps the k likeliest words, `greedy` takes the likeliest. A sentence stops
-    at `max_length` words.
+    rest. `top_k` keeps the k likeliest words, `top_p` the nucleus (see `nucleus`) of what
+    is left, `greedy` takes the likeliest. A sentence stops at `max_length` words.
     """
+    if not 0 < top_p <= 1:
+        raise SettingError("top-p is a probability mass in (0, 1]:", {"top_p": None})
     if not MIN_TEMPERATURE <= temperature < math.inf:
         raise SettingError(
             f"the temperature must be a number of at least {MIN_TEMPERATURE}; for the "
@@ -88,7 +91,7 @@ def sample(
         if top_k:
             kth = -np.sort(-logits, axis=1)[:, min(top_k, logits.shape[1]) - 1 : top_k]
             logits[logits < kth] = -np.inf
-        probs = softmax(logits)
+        probs = nucleus(softmax(logits), top_p) if top_p < 1 else softmax(logits)
         for row in np.flatnonzero(~done):
             if greedy:
                 word = int(np.argmax(probs[row]))
@@ -102,6 +105,18 @@ def sample(
         if done.all():
             break
     return sentences
+
+
+def nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:
+    """Rows of `probs` (B, V) cut to their nucleus and renormalised: the likeliest tokens,
+    fewest first, whose mass reaches `top_p` (Holtzman et al. 2020); ties go to lower ids."""
+    order = np.argsort(-probs, axis=1, kind="stable")
+    ranked = np.take_along_axis(probs, order, axis=1)
+    before = np.cumsum(ranked, axis=1) - ranked  # the mass of the likelier tokens
+    keep = np.zeros(probs.shape, dtype=bool)
+    np.put_along_axis(keep, order, before < top_p, axis=1)
+    cut = np.where(keep, probs, 0.0)
+    return cut / cut.sum(axis=1, keepdims=True)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -34,15 +34,72 @@ from rnnlm.cli.output import as_text, echo_json, mixed_line, setup_logging, show
 )
 @click.option("--prompt", default="", help="Words that open every sentence and prime the state.")
 @int_option("--top-k", default=0, help="Draw only from the k likeliest words; 0 = all.")
+@click.option(
+    "--top-p",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Nucleus sampling: draw only from the likeliest words whose probabilities add up "
+    "to P (after --top-k); 1 = all.",
+)
 @click.option("--greedy", is_flag=True, help="Always take the likeliest word.")
+@int_option(
+    "--beam",
+    default=0,
+    high=10_000,
+    help="Beam search instead of drawing: the N likeliest completions of --prompt, with "
+    "their log-probabilities (ln, of the words and SENTENCE_END given the prompt); -n does "
+    "not apply; 0 = draw.",
+)
+@click.option(
+    "--length-normalize",
+    is_flag=True,
+    help="With --beam: rank by log-probability per token instead of in total (which "
+    "favours short sentences).",
+)
 @seed_option("Seed for reproducible samples.", default=None)
 @cache_option
 @json_option
-def sample(model_path, count, prompt, seed, as_json, **options) -> None:
-    """Generate sentences, from SENTENCE_START until SENTENCE_END."""
+def sample(
+    model_path, count, prompt, seed, beam, length_normalize, cache, as_json, **options
+) -> None:
+    """Generate sentences, from SENTENCE_START until SENTENCE_END.
+
+    With --beam N, the N likeliest completions instead, best first: by total
+    log-probability, or per token with --length-normalize.
+    """
+    if beam:
+        drawing = [
+            flag
+            for flag, given in (
+                ("--greedy", options["greedy"]),
+                ("--top-k", options["top_k"]),
+                ("--top-p", options["top_p"] < 1),
+                ("--temperature", options["temperature"] != 1),
+                ("--seed", seed is not None),
+            )
+            if given
+        ]
+        if drawing:
+            raise click.UsageError(f"--beam searches, it draws nothing: drop {', '.join(drawing)}")
+        from rnnlm.beam import beam_from
+
+        found = beam_from(
+            model_path, beam, as_text(prompt), cache, normalize=length_normalize,
+            max_length=options["max_length"], min_length=options["min_length"],
+        )  # fmt: skip
+        if as_json:
+            echo_json([completion.to_dict() for completion in found])
+        else:
+            for completion in found:
+                shown = completion.per_token if length_normalize else completion.log_prob
+                click.echo(f"{shown:10.4f}  {completion.text}")
+        return
+    if length_normalize:
+        raise click.UsageError("--length-normalize ranks beam search results: give --beam N")
     from rnnlm.generate import sample_from
 
-    sentences = sample_from(model_path, count, as_text(prompt), seed, **options)
+    sentences = sample_from(model_path, count, as_text(prompt), seed, cache, **options)
     if as_json:
         echo_json([sentence.to_dict() for sentence in sentences])
     else:
