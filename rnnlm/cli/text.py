@@ -232,8 +232,28 @@ def finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
     "--nbest",
     required=True,
     type=click.File("rb"),
-    help="Hypotheses, one per line ('-': stdin): 'text', 'id ||| text ||| score', or Moses' "
-    "'id ||| text ||| features ||| total'.",
+    help="Hypotheses, one per line ('-': stdin): 'text', 'id ||| text ||| score', Moses' "
+    "'id ||| text ||| features ||| total', or with --ac-cost and --lm-cost Kaldi's "
+    "'utt-N text'.",
+)
+@click.option(
+    "--ac-cost",
+    type=click.File("rb"),
+    help="Kaldi: the acoustic costs of the hypotheses, 'utt-N cost' lines.",
+)
+@click.option(
+    "--lm-cost",
+    type=click.File("rb"),
+    help="Kaldi: their LM (graph) costs, 'utt-N cost' lines; the RNN takes the LM weight's "
+    "share of them.",
+)
+@click.option(
+    "--acoustic-scale",
+    type=float,
+    default=0.1,
+    show_default=True,
+    callback=finite,
+    help="Kaldi: the weight of the acoustic costs (acwt, 1 / the LM scale).",
 )
 @model_option
 @click.option(
@@ -247,23 +267,37 @@ def finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @ngram_options
 @cache_option
 @json_option
-def rescore(nbest, model_path, lm_weight, ngram, ngram_weight, cache, as_json) -> None:
+def rescore(
+    nbest, ac_cost, lm_cost, acoustic_scale, model_path, lm_weight, ngram, ngram_weight, cache,
+    as_json,
+) -> None:  # fmt: skip
     """Add the language model's log-probability to n-best hypotheses and re-rank them.
 
-    Output lines: id ||| text ||| score ||| lm ||| total, best first within each id.
-    With --ngram, lm is the log-probability under λ·p_ngram + (1 − λ)·p_rnn per token.
+    Output lines: id ||| text ||| score ||| lm ||| total, best first within each id (Kaldi:
+    utt-N in place of id); the formula of the total goes to stderr. With --ngram, lm is the
+    log-probability under λ·p_ngram + (1 − λ)·p_rnn per token. A Kaldi list's score is
+    −(acoustic_scale · ac_cost + (1 − lm_weight) · lm_cost), as in Kaldi's rnnlmrescore.sh.
     """
+    from rnnlm.nbest import KaldiCosts, combination
     from rnnlm.nbest import rescore as rerank
 
+    if (ac_cost is None) != (lm_cost is None):
+        raise click.UsageError("a Kaldi n-best list needs both --ac-cost and --lm-cost")
+    kaldi = None
+    if ac_cost is not None:
+        sources = (getattr(ac_cost, "name", "stdin"), getattr(lm_cost, "name", "stdin"))
+        kaldi = KaldiCosts(ac_cost.read(), lm_cost.read(), acoustic_scale, sources)
     source = getattr(nbest, "name", "stdin")
     mixed = interpolation(ngram, ngram_weight)
-    rows = rerank(model_path, nbest.read(), source, lm_weight, cache, mixed)
+    rows = rerank(model_path, nbest.read(), source, lm_weight, cache, mixed, kaldi)
+    click.echo(combination(lm_weight, kaldi), err=True)
     if as_json:
         echo_json(rows)
         return
     for r in rows:
+        name = r.get("key", r["id"])  # Kaldi: utt-N, the hypothesis's own name
         click.echo(
-            f"{r['id']} ||| {r['text']} ||| {r['score']:.4f} ||| {r['lm']:.4f} ||| {r['total']:.4f}"
+            f"{name} ||| {r['text']} ||| {r['score']:.4f} ||| {r['lm']:.4f} ||| {r['total']:.4f}"
         )
 
 
