@@ -102,6 +102,7 @@ def read_arpa(path: str | Path) -> ArpaModel:
     """Read an ARPA file (gzipped when it ends in .gz) line by line; any problem in it is one
     `RnnlmError` naming the line."""
     path = Path(path)
+    log.info("reading the n-gram model %s (ARPA, our reader: ~1 s per 200,000 n-grams)", path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", encoding="utf-8") as lines:
