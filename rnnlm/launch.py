@@ -92,7 +92,7 @@ def train_run(
 # its tokens and how its vocabulary was chosen. Of the model section, only what leaves the
 # parameters as they are may change.
 KEPT_DATA = ("lowercase", "level", "unknown", "vocab_size", "min_count")
-FREE_MODEL = ("dropout", "bptt_truncate")
+FREE_MODEL = ("dropout", "bptt_truncate", "fused")  # none changes a parameter
 NEW_DATA = ("corpus", "format", "column", "valid", "valid_fraction", "prepared")
 
 
