@@ -1,13 +1,25 @@
 """The one import point for the tensor library: Aesara, or PyTensor where Aesara cannot run.
 
-Every other module takes `scan`, `grad`, `function`, `shared`, the tensor constructors, `COp`
-and the config from here; nothing else imports `aesara` or `pytensor` by name. Which library
-is `rnnlm.flags.library()`; its flags are set before the first import.
+Every other module takes `scan`, `grad`, `function`, `shared`, the tensor constructors, `Op`,
+`COp` and the config from here; nothing else imports `aesara` or `pytensor` by name. Which
+library is `rnnlm.flags.library()`; its flags are set before the first import. Where the
+two differ, the difference is bridged here:
+
+- `scan` returns (outputs, updates) on both (PyTensor 3 is moving to outputs alone);
+- `RandomStream` is the same class on both (PyTensor 3.3 deprecates it, quietly here);
+- an op's gradient is `pullback(inputs, outputs, cotangents)` on both (PyTensor 3's name;
+  Aesara calls `L_op`, whose default calls `grad(inputs, output_grads)`, still honoured);
+- PyTensor's default linker is Numba, which cannot run our C ops: `rnnlm.flags` sets "cvm",
+  Aesara's default.
+
+`COp` is the base for rnnlm's C ops; `LibraryCOp` is the library's own, the base of its C ops
+too (on Aesara `COp` derives from it): ask `isinstance(op, LibraryCOp)` of any op in a graph.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 
 from rnnlm import flags
 
@@ -31,33 +43,33 @@ try:
         from aesara.gradient import DisconnectedType, disconnected_type, jacobian, verify_grad
         from aesara.graph.basic import Apply, Constant, Variable
         from aesara.graph.fg import FunctionGraph
-        from aesara.graph.op import Op
+        from aesara.graph.op import Op as _Op
         from aesara.link.c.basic import CLinker
         from aesara.link.c.cmodule import get_module_cache, get_module_hash
-        from aesara.link.c.op import COp
+        from aesara.link.c.op import COp as LibraryCOp
         from aesara.tensor.blas import ldflags as blas_ldflags
         from aesara.tensor.blas_headers import blas_header_text, blas_header_version
         from aesara.tensor.math import sigmoid
-        from aesara.tensor.random.utils import RandomStream
+        from aesara.tensor.random.utils import RandomStream as _RandomStream
         from aesara.tensor.special import log_softmax, softmax
     else:
         import pytensor as _library
         import pytensor.tensor as tensor
         from pytensor.compile.compilelock import lock_ctx
-        from pytensor.compile.function.types import FunctionMaker
+        from pytensor.compile.maker import FunctionMaker
         from pytensor.compile.mode import Mode, get_mode
         from pytensor.compile.sharedvalue import SharedVariable
         from pytensor.gradient import DisconnectedType, disconnected_type, jacobian, verify_grad
         from pytensor.graph.basic import Apply, Constant, Variable
         from pytensor.graph.fg import FunctionGraph
-        from pytensor.graph.op import Op
+        from pytensor.graph.op import Op as _Op
         from pytensor.link.c.basic import CLinker
         from pytensor.link.c.cmodule import get_module_cache, get_module_hash
-        from pytensor.link.c.op import COp
+        from pytensor.link.c.op import COp as LibraryCOp
         from pytensor.tensor.blas import ldflags as blas_ldflags
-        from pytensor.tensor.blas_headers import blas_header_text, blas_header_version
+        from pytensor.tensor.blas.c_code.blas_headers import blas_header_text, blas_header_version
         from pytensor.tensor.math import sigmoid
-        from pytensor.tensor.random.utils import RandomStream
+        from pytensor.tensor.random.utils import RandomStream as _RandomStream
         from pytensor.tensor.special import log_softmax, softmax
 finally:
     if _hide_mpi:
@@ -71,8 +83,60 @@ shared = _library.shared
 
 
 def scan(fn, **kwargs):
-    """`scan` returning (outputs, updates) on either library."""
-    return _library.scan(fn, **kwargs)
+    """`scan` returning (outputs, updates) on either library.
+
+    On PyTensor the updates are always empty: a step that draws random numbers is an error
+    there (PyTensor says so), so draw them outside the scan, as rnnlm's dropout does.
+    """
+    if NAME == "aesara":
+        return _library.scan(fn, **kwargs)
+    with warnings.catch_warnings():
+        # PyTensor 3.3 deprecates `mode` but honours it. Without it the inner graph of a
+        # FAST_COMPILE function would run on C thunks (its "vm" linker): minutes of compiling.
+        warnings.filterwarnings("ignore", "The `mode` argument of `scan`", FutureWarning)
+        return _library.scan(fn, return_updates=False, **kwargs), {}
+
+
+class RandomStream(_RandomStream):
+    """Shared random generators for symbolic draws, reseeded together (dropout masks).
+
+    The same class, and the same draws for a seed, on both libraries. PyTensor 3.3 deprecates
+    it (for `shared_rng` and explicit updates) and warns about its insides; it still works.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "RandomStream is deprecated", FutureWarning)
+            super().__init__(seed)
+
+    def gen(self, op, *args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "RandomVariable Ops will stop hiding")
+            warnings.filterwarnings("ignore", "Setting default_update is deprecated")
+            return super().gen(op, *args, **kwargs)
+
+
+if NAME == "aesara":
+
+    class _Pullback:
+        """Aesara asks an op for `L_op`; route it to `pullback`, or to `grad` for ops without."""
+
+        def L_op(self, inputs, outputs, output_grads):
+            return self.pullback(inputs, outputs, output_grads)
+
+        def pullback(self, inputs, outputs, cotangents):
+            return self.grad(inputs, cotangents)
+
+    class Op(_Pullback, _Op):
+        """A Python op: `make_node`, `perform`, and a `pullback` for its gradient."""
+
+    class COp(_Pullback, LibraryCOp):
+        """A C op: `make_node`, `perform`, `c_code`, and a `pullback` for its gradient."""
+
+else:
+    # PyTensor calls `pullback`; an op that still defines `grad` works there too, with a
+    # FutureWarning from PyTensor.
+    Op, COp = _Op, LibraryCOp
 
 
 __all__ = [
@@ -82,6 +146,7 @@ __all__ = [
     "CLinker",
     "COp",
     "Constant",
+    "LibraryCOp",
     "DisconnectedType",
     "FunctionGraph",
     "FunctionMaker",

@@ -2,14 +2,17 @@
 
 Importing this module is cheap: it never imports the library itself (`rnnlm.backend` does).
 Defaults: float32, a real BLAS (the OpenBLAS inside scipy's wheel) when it can be found,
-quiet about known-noisy warnings. A user's own flags (`AESARA_FLAGS` / `PYTENSOR_FLAGS`, or
-the library's rc file) always win, flag by flag.
+PyTensor's C linker (our ops are C), quiet about known-noisy warnings. Flags are read in
+three layers, each winning over the one before, flag by flag: our defaults; `RNNLM_FLAGS`
+(the same `name=value,...` syntax, for whichever library runs: what tests and scripts set);
+the user's own `AESARA_FLAGS` / `PYTENSOR_FLAGS` or the library's rc file.
 """
 
 from __future__ import annotations
 
 import configparser
 import contextlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -18,9 +21,17 @@ import warnings
 from pathlib import Path
 
 LIBRARIES = ("aesara", "pytensor")
+NEUTRAL_VARIABLE = "RNNLM_FLAGS"
 DEFAULT_FLAGS = {
     "floatX": "float32",
 }
+LIBRARY_FLAGS = {
+    # PyTensor's default linker is Numba, which cannot run a C op; "cvm" is Aesara's default.
+    "pytensor": {"linker": "cvm"},
+}
+# scipy >= 1.13 ships OpenBLAS as libscipy_openblas, every symbol prefixed with "scipy_"; the
+# library's C code calls the plain Fortran names, so those it uses are renamed at compile time.
+PREFIXED_BLAS = [f"{kind}{name}_" for kind in "sd" for name in ("gemm", "gemv", "ger", "dot")]
 
 
 def library() -> str:
@@ -36,6 +47,12 @@ def library() -> str:
     raise ImportError("rnnlm needs Aesara or PyTensor: pip install -e . installs the right one")
 
 
+def describe() -> dict[str, str]:
+    """The library and its version, e.g. {"name": "pytensor", "version": "3.3.8"}, unimported."""
+    name = library()
+    return {"name": name, "version": importlib.metadata.version(name)}
+
+
 def flags_variable(name: str) -> str:
     """`AESARA_FLAGS` or `PYTENSOR_FLAGS`."""
     return f"{name.upper()}_FLAGS"
@@ -44,19 +61,32 @@ def flags_variable(name: str) -> str:
 def find_openblas() -> str:
     """Linker flags for the OpenBLAS shipped inside scipy's wheel, or "" when there is none.
 
-    numpy's own OpenBLAS cannot be used: it is ILP64 with suffixed symbol names.
-    An empty value makes Aesara fall back to its NumPy C-API GEMM, and keeps
-    `import aesara` from probing numpy.distutils (which breaks with setuptools >= 74).
+    numpy's own OpenBLAS cannot be used: it is ILP64 with suffixed symbol names. An empty
+    value makes the library fall back to NumPy (Aesara: its C-API GEMM; PyTensor: `numpy.dot`
+    in Python), and keeps it from probing for a system BLAS (Aesara through numpy.distutils,
+    which breaks with setuptools >= 74; PyTensor by compiling test programs).
     """
     spec = importlib.util.find_spec("scipy")
     if spec is None or spec.origin is None:
         return ""
-    libs = Path(spec.origin).parent.parent / "scipy.libs"
-    candidates = sorted(libs.glob("libopenblas*.so*")) if libs.is_dir() else []
+    return openblas_flags(Path(spec.origin).parent.parent / "scipy.libs")
+
+
+def openblas_flags(folder: Path) -> str:
+    """Flags to link the OpenBLAS in `folder` (scipy's wheel's scipy.libs), or "".
+
+    scipy <= 1.12 ships `libopenblas*.so` with the plain Fortran names; scipy >= 1.13
+    `libscipy_openblas*.so`, whose names are prefixed, so `-D` renames them (see
+    `PREFIXED_BLAS`); both libraries pass flags other than -L/-l to the compiler.
+    """
+    candidates = sorted(folder.glob("lib*openblas*.so*")) if folder.is_dir() else []
     if not candidates:
         return ""
     lib = candidates[0]
-    return f"-L{libs} -l:{lib.name}"
+    renames = []
+    if lib.name.startswith("libscipy_openblas"):
+        renames = [f"-D{name}=scipy_{name}" for name in PREFIXED_BLAS]
+    return " ".join([f"-L{folder}", f"-l:{lib.name}", *renames])
 
 
 def parse_flags(text: str) -> dict[str, str]:
@@ -92,9 +122,10 @@ def configure() -> None:
     name = library()
     if name in sys.modules:
         return
-    defaults = dict(DEFAULT_FLAGS, blas__ldflags=find_openblas())
+    ours = dict(DEFAULT_FLAGS, **LIBRARY_FLAGS.get(name, {}), blas__ldflags=find_openblas())
+    ours.update(parse_flags(os.environ.get(NEUTRAL_VARIABLE, "")))
     user = user_flag_names(name)
-    ours = {flag: value for flag, value in defaults.items() if _canonical(flag) not in user}
+    ours = {flag: value for flag, value in ours.items() if _canonical(flag) not in user}
     variable = flags_variable(name)
     given = os.environ.get(variable, "")
     os.environ[variable] = ",".join(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# Tiny test graphs run fine on Aesara's Python linker, which compiles in seconds instead of
-# minutes. This must happen before rnnlm (which configures Aesara) is imported; the user's
-# own AESARA_FLAGS still win.
-os.environ["AESARA_FLAGS"] = ",".join(
-    flag for flag in ("mode=FAST_COMPILE", os.environ.get("AESARA_FLAGS", "")) if flag
+# Tiny test graphs run fine on the library's Python linker, which compiles in seconds instead
+# of minutes. This must happen before rnnlm (which configures the library) is imported; it
+# carries over to the subprocesses tests start. The user's own library flags still win.
+os.environ["RNNLM_FLAGS"] = ",".join(
+    flag for flag in ("mode=FAST_COMPILE", os.environ.get("RNNLM_FLAGS", "")) if flag
 )
 
 import pytest  # noqa: E402

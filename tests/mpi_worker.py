@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 # Inherited from the test's process (tests/conftest.py); run by hand, the same fast mode.
-os.environ.setdefault("AESARA_FLAGS", "mode=FAST_COMPILE")
+os.environ.setdefault("RNNLM_FLAGS", "mode=FAST_COMPILE")
 
 from rnnlm.distributed import one_blas_thread_per_rank  # noqa: E402
 

@@ -60,10 +60,10 @@ class SoftmaxNLL(OpenMPOp):
         outputs[0][0] = (np.log(total) - shifted[np.arange(len(y)), y]).astype(logits.dtype)
         outputs[1][0] = (e / total[:, None]).astype(logits.dtype)
 
-    def grad(self, inputs, output_grads):
+    def pullback(self, inputs, outputs, cotangents):
         logits, b, y = inputs
-        g_nll, g_probs = output_grads
-        nll, probs = self(logits, b, y)
+        _, probs = outputs
+        g_nll, g_probs = cotangents
         g_logits, g_b = tt.zeros_like(logits), tt.zeros_like(b)
         if not isinstance(g_nll.type, DisconnectedType):
             g_logits, g_b = softmax_nll_grad(g_nll, probs, y)
