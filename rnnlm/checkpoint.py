@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnlm import flags
 from rnnlm.architecture import param_shapes
 from rnnlm.config import Config
 from rnnlm.errors import RnnlmError
@@ -37,6 +38,9 @@ class Checkpoint:
     progress: dict[str, Any] = field(default_factory=dict)
     optimizer: dict[str, np.ndarray] = field(default_factory=dict)  # named optimizer state
     carry: list[np.ndarray] = field(default_factory=list)  # stream mode: recurrent states
+    # The tensor library that wrote the file ({} before rnnlm recorded it); `save` writes the
+    # one running. Parameters are plain arrays: any library loads them.
+    backend: dict[str, str] = field(default_factory=dict)
 
 
 def save(path: str | Path, checkpoint: Checkpoint) -> None:
@@ -48,6 +52,7 @@ def save(path: str | Path, checkpoint: Checkpoint) -> None:
         "config": checkpoint.config.to_dict(),
         "vocab": checkpoint.vocab.to_dict(),
         "progress": checkpoint.progress,
+        "backend": flags.describe(),
     }
     arrays = {PARAM_PREFIX + name: value for name, value in checkpoint.params.items()}
     arrays.update({OPTIM_PREFIX + name: value for name, value in checkpoint.optimizer.items()})
@@ -128,10 +133,13 @@ def load(path: str | Path) -> Checkpoint:
     progress = meta.get("progress", {})
     if not isinstance(progress, dict):
         raise RnnlmError(f"{path}: training progress is not a table")
+    backend = meta.get("backend", {})
+    if not isinstance(backend, dict) or not all(isinstance(v, str) for v in backend.values()):
+        raise RnnlmError(f"{path}: the backend entry is not a table of strings")
     ordered_carry = [carry[str(i)] for i in range(len(carry)) if str(i) in carry]
     if len(ordered_carry) != len(carry):
         raise RnnlmError(f"{path}: carried states are not numbered 0..{len(carry) - 1}")
-    return Checkpoint(config, vocab, params, progress, optimizer, ordered_carry)
+    return Checkpoint(config, vocab, params, progress, optimizer, ordered_carry, backend)
 
 
 def _with_prefix(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

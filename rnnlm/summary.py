@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rnnlm import checkpoint
+from rnnlm import checkpoint, flags
 from rnnlm.architecture import param_shapes, parameter_count
 from rnnlm.errors import RnnlmError
 from rnnlm.runfiles import metrics_path, perplexity, record_loss
@@ -51,6 +51,8 @@ def describe(path: str | Path, words: int = 10) -> dict[str, Any]:
         "least_frequent": [[vocab.words[i], vocab.counts[i]] for i in by_count[-words:]],
         "config": ckpt.config.to_dict(),
         "progress": ckpt.progress,
+        "saved_with": ckpt.backend,  # {} for files from before rnnlm recorded it
+        "running_on": flags.describe(),
         "metrics": metrics_summary(read_metrics(metrics_path(path))),
     }
 

@@ -18,12 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
-from rnnlm import backend, flags
+from rnnlm import backend, checkpoint, flags
 from rnnlm.backend import Apply
 from rnnlm.backend import tensor as tt
-from rnnlm.config import ModelConfig
-from rnnlm.model import Model
+from rnnlm.cli import main
+from rnnlm.config import Config, DataConfig, ModelConfig
+from rnnlm.errors import RnnlmError
+from rnnlm.model import Model, init_params
+from rnnlm.vocab import build_vocabulary, count_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCE = "the cat sat on the mat"
@@ -160,6 +164,65 @@ def test_a_truncated_gradient_compiles_in_fast_run_and_equals_the_python_linkers
         assert np.allclose(fast[name], value, rtol=1e-10), name
 
 
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A tiny untrained checkpoint written by this library."""
+    vocab = build_vocabulary(count_tokens([SENTENCE.split()]), 20)
+    config = Config(data=DataConfig(), model=ModelConfig(vocab_size=len(vocab), hidden_size=3))
+    params = init_params(config.model, np.random.default_rng(0))
+    path = tmp_path_factory.mktemp("backend") / "model.npz"
+    checkpoint.save(path, checkpoint.Checkpoint(config, vocab, params))
+    return path
+
+
+def with_meta(path: Path, out: Path, **changes) -> Path:
+    """A copy of checkpoint `path` at `out`, its metadata entries replaced (None: removed)."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta.update(changes)
+    arrays["meta"] = np.array(json.dumps({k: v for k, v in meta.items() if v is not None}))
+    np.savez(out, **arrays)
+    return out
+
+
+def log_probs(path: Path) -> np.ndarray:
+    ckpt = checkpoint.load(path)
+    model = Model(ckpt.config.model, params=ckpt.params)
+    ids = ckpt.vocab.encode(SENTENCE.split())
+    x, y = ids[:-1, None], ids[1:, None]
+    return model.log_probs(x, y, np.ones(x.shape, dtype=ckpt.config.model.dtype))
+
+
+def test_every_checkpoint_records_the_library_that_saved_it(saved):
+    assert checkpoint.load(saved).backend == {"name": backend.NAME, "version": backend.VERSION}
+
+
+def test_a_checkpoint_from_the_other_library_or_from_before_loads_and_scores_the_same(
+    saved, tmp_path
+):
+    (other,) = set(flags.LIBRARIES) - {backend.NAME}
+    theirs = with_meta(saved, tmp_path / "other.npz", backend={"name": other, "version": "1.0"})
+    older = with_meta(saved, tmp_path / "older.npz", backend=None)
+    assert checkpoint.load(theirs).backend["name"] == other
+    assert checkpoint.load(older).backend == {}
+    assert np.array_equal(log_probs(theirs), log_probs(saved))
+    assert np.array_equal(log_probs(older), log_probs(saved))
+
+
+def test_a_malformed_backend_entry_is_one_clear_error(saved, tmp_path):
+    bad = with_meta(saved, tmp_path / "bad.npz", backend=["aesara"])
+    with pytest.raises(RnnlmError, match="the backend entry is not a table of strings"):
+        checkpoint.load(bad)
+
+
+def test_info_says_which_library_saved_the_model_and_which_runs(saved):
+    result = CliRunner().invoke(main, ["info", "--model", str(saved)])
+    assert result.exit_code == 0, result.output
+    running = f"{backend.NAME} {backend.VERSION}"
+    assert f"saved with: {running}; running on: {running}" in result.output
+
+
 def cli(python: str, *args: str | Path) -> str:
     """stdout of `rnnlm ARGS` run by `python` on this checkout, the library left to choose."""
     environment = {k: v for k, v in os.environ.items() if k != "RNNLM_BACKEND"}
@@ -186,6 +249,10 @@ def test_a_model_trained_on_the_other_library_scores_the_same_here(tmp_path):
     model = tmp_path / "other.npz"
     train = ["train", "--hidden-size", "8", "--vocab-size", "60", "--epochs", "1"]
     cli(OTHER_PYTHON, *train, "--batch-size", "8", "--quiet", "--out", model)
+    saved_with = checkpoint.load(model).backend
+    assert saved_with["name"] != backend.NAME, "RNNLM_OTHER_PYTHON runs this same library"
+    saved_with = checkpoint.load(model).backend
+    assert saved_with["name"] != backend.NAME, "RNNLM_OTHER_PYTHON runs this same library"
     score = ["score", "--model", model, "--json", SENTENCE]
     (theirs,) = json.loads(cli(OTHER_PYTHON, *score))["sentences"]
     (ours,) = json.loads(cli(sys.executable, *score))["sentences"]

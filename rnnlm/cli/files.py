@@ -52,6 +52,9 @@ def info(model_path, as_json) -> None:
             f"metrics: {m['evaluations']} evaluations, {name.replace('_', ' ')} "
             f"{m[f'first_{name}']:.4f} -> {m[f'last_{name}']:.4f}, {best} at step {m['best_step']}"
         )
+    saved, running = d["saved_with"], d["running_on"]
+    saved = f"{saved.get('name')} {saved.get('version')}" if saved else "(not recorded)"
+    click.echo(f"saved with: {saved}; running on: {running['name']} {running['version']}")
     click.echo("config:")
     for section, values in d["config"].items():
         click.echo(f"  [{section}] " + ", ".join(f"{k}={v}" for k, v in values.items()))
