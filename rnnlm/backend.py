@@ -92,7 +92,7 @@ def scan(fn, **kwargs):
         return _library.scan(fn, **kwargs)
     with warnings.catch_warnings():
         # PyTensor 3.3 deprecates `mode` but honours it. Without it the inner graph of a
-        # FAST_COMPILE function would run on C thunks (its "vm" linker): minutes of compiling.
+        # FAST_COMPILE function would run on C thunks (its "vm" linker), compiled with gcc.
         warnings.filterwarnings("ignore", "The `mode` argument of `scan`", FutureWarning)
         return _library.scan(fn, return_updates=False, **kwargs), {}
 
