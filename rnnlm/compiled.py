@@ -23,6 +23,7 @@ else's, or writable by others are never opened. Entries are written atomically a
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import dataclasses
 import functools
 import hashlib
@@ -520,8 +521,22 @@ def _toposort(outputs: list) -> list:
 def _describe_mode(mode) -> Any:
     if mode is None or isinstance(mode, str):
         return mode
-    # RewriteDatabaseQuery's str lists what it includes and excludes; its repr is an address.
-    return [_plain_repr(mode.provided_linker), _plain_repr(str(mode.provided_optimizer))]
+    return [_plain_repr(mode.provided_linker), _describe_rewrites(mode.provided_optimizer)]
+
+
+def _describe_rewrites(query) -> Any:
+    """A RewriteDatabaseQuery by its fields: what it includes, excludes and requires (its
+    repr is an address, and on PyTensor so is its str's every set)."""
+    if not hasattr(query, "include"):
+        return _plain_repr(str(query))
+    return {
+        "include": list(query.include),
+        "exclude": list(query.exclude),
+        "require": list(query.require),
+        "subquery": [[name, _describe_rewrites(q)] for name, q in sorted(query.subquery.items())],
+        "position_cutoff": repr(query.position_cutoff),
+        "extra_rewrites": [_plain_repr(rewrite) for rewrite in query.extra_rewrites],
+    }
 
 
 def _plain_repr(value) -> str:
@@ -577,7 +592,8 @@ class _SharedOutPickler(pickle.Pickler):
         for index, var in enumerate(shared):
             self._ids[id(var)] = ("shared", index)
             self._ids[id(var.container)] = ("container", index)
-        self.dispatch_table = {function_type: _reduce_function}
+        # copyreg's table too: numpy registers its ufuncs' reducer there (an op may hold one)
+        self.dispatch_table = {**copyreg.dispatch_table, function_type: _reduce_function}
 
     def persistent_id(self, obj):
         return self._ids.get(id(obj))
@@ -605,7 +621,8 @@ def _reduce_function(fn):
 
 
 def _rebuild_function(maker, input_storage, trust_input, name):
-    fn = maker.create(input_storage, trustme=True)
+    # No `trustme=True`: it does nothing on Aesara 2.9, and PyTensor's maker has no such argument.
+    fn = maker.create(input_storage)
     fn.trust_input = trust_input
     fn.name = name
     return fn

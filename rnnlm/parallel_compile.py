@@ -11,8 +11,9 @@ linker then finds it, as the library's cache expects of a folder moved in.
     worker k:  node -> op.make_thunk (the library's own compile, private dir) -> module folder
 
 `ParallelMode` is a compile mode whose functions do this; scans compiled with it carry it
-into their inner functions. Few missing modules (a warm cache) cost nothing extra: no pool
-is started for fewer than `MIN_MODULES`.
+into their inner functions (Aesara), or have theirs built with the outer function's
+(PyTensor, which links a scan's step in a mode of its own). Few missing modules (a warm
+cache) cost nothing extra: no pool is started for fewer than `MIN_MODULES`.
 """
 
 from __future__ import annotations
@@ -50,12 +51,14 @@ def workers() -> int:
 class ParallelMaker(backend.FunctionMaker):
     """A function maker that has the missing C modules built in parallel before linking."""
 
-    def create(self, input_storage=None, trustme=False, storage_map=None):
+    def create(self, *args, **kwargs):
+        # The arguments pass through: Aesara's are (input_storage, trustme, storage_map),
+        # PyTensor's (input_storage, storage_map).
         # Only linkers that build C thunks (FAST_RUN's; not FAST_COMPILE's Python one).
         if getattr(self.linker, "c_thunks", False) and backend.config.cxx:
             with contextlib.suppress(Exception):  # only a head start: linking does the rest
                 prebuild(self.fgraph)
-        return super().create(input_storage, trustme, storage_map)
+        return super().create(*args, **kwargs)
 
 
 class ParallelMode(backend.Mode):
@@ -80,7 +83,7 @@ def prebuild(fgraph: Any) -> int:
         return 0
     cache = backend.get_module_cache(backend.config.compiledir)
     missing: dict[Any, Any] = {}  # module hash -> node
-    for node in fgraph.toposort():
+    for node in _nodes(fgraph):
         found = _module_key(node)
         if found is None or found[0] in cache.entry_from_key:
             continue
@@ -109,11 +112,28 @@ def prebuild(fgraph: Any) -> int:
     return len(folders)
 
 
+def _nodes(fgraph: Any) -> list:
+    """The nodes `fgraph` links: its own and, on PyTensor, its scans' inner graphs' too.
+
+    Aesara compiles a scan's inner function in the scan's mode (ours, so that one builds its
+    own modules in parallel) and rewrites it only then. PyTensor rewrites inner graphs with
+    the outer one, freezes them, and links them later in a plain mode of its own: they are
+    final here, and only here can their modules be built in parallel.
+    """
+    nodes = []
+    for node in fgraph.toposort():
+        nodes.append(node)
+        inner = getattr(node.op, "fgraph", None)
+        if backend.NAME == "pytensor" and hasattr(inner, "unfreeze"):
+            nodes.extend(_nodes(inner.unfreeze()))
+    return nodes
+
+
 def _module_key(node: Any) -> tuple[Any, str] | None:
     """The module key the linker will look up for `node` (as the library's COp computes it)
     and the module's source, or None for a node without a C module of its own."""
     op = node.op
-    if not isinstance(op, backend.COp):
+    if not isinstance(op, backend.LibraryCOp):  # the library's C ops and ours
         return None
     try:
         op.prepare_node(node, None, None, "c")

@@ -285,7 +285,7 @@ cache = FunctionCache({str(tmp_path)!r})
 model = Model(ModelConfig(**{CONFIG.__dict__!r}), seed=5, cache=cache)
 x, y, mask = {[a.tolist() for a in batch()]!r}
 out = model.log_probs(np.array(x, np.int32), np.array(y, np.int32), np.array(mask))
-print(cache.stats.hits, repr(out.sum()))
+print(cache.stats.hits, repr(float(out.sum())))
 """
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     result = subprocess.run(

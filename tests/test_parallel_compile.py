@@ -49,7 +49,7 @@ def spy_on_prebuild(monkeypatch):
     cache = backend.get_module_cache(backend.config.compiledir)
 
     def spy(fgraph):
-        found = [parallel_compile._module_key(node) for node in fgraph.toposort()]
+        found = [parallel_compile._module_key(node) for node in parallel_compile._nodes(fgraph)]
         keys = [key for key, _ in filter(None, found)]
         before = sum(key in cache.entry_from_key for key in keys)
         built = original(fgraph)
@@ -95,3 +95,41 @@ def test_a_python_linker_is_left_alone(monkeypatch):
     inputs, outputs, _ = fresh_graph()
     backend.function(inputs, outputs, mode=parallel_compile.parallel("FAST_COMPILE"))
     assert calls == []  # FAST_COMPILE links Python thunks: no C module to build
+
+
+def test_the_modules_of_a_scans_step_are_built_by_workers_too(monkeypatch):
+    # Aesara compiles the step in the scan's mode (ours); PyTensor links it in a mode of its
+    # own, so the outer function builds the step's modules (`parallel_compile._nodes`).
+    monkeypatch.setenv(parallel_compile.WORKERS_VARIABLE, "2")
+    calls = spy_on_prebuild(monkeypatch)
+    rng = np.random.default_rng()
+    chains = [[UNARY[i] for i in rng.integers(0, len(UNARY), size=8)] for _ in range(3)]
+
+    def step(*args):  # (x_t, y_t, z_t, h_x, h_y, h_z): each h <- chain(x_t + h)
+        states = []
+        for value, state, chain in zip(args[:3], args[3:], chains, strict=True):
+            variable = value + state  # reads the state: no rewrite moves it out of the loop
+            for symbolic, _ in chain:
+                variable = symbolic(variable) * 0.5
+            states.append(variable)
+        return states
+
+    sequences = [tt.dmatrix("x"), tt.dtensor3("y"), tt.dtensor4("z")]
+    starts = [tt.zeros_like(s[0]) for s in sequences]
+    outputs, _ = backend.scan(
+        step, sequences=sequences, outputs_info=starts, mode=parallel_compile.parallel("FAST_RUN")
+    )
+    f = backend.function(sequences, outputs, mode=parallel_compile.parallel("FAST_RUN"))
+    # The three chains are fresh modules only the step has; the scan's own are not.
+    assert sum(call["built"] for call in calls) >= 3
+
+    values = [np.full((3, *[2] * rank), 0.1 * rank) for rank in (1, 2, 3)]
+    for got, value, chain in zip(f(*values), values, chains, strict=True):
+        state, want = np.zeros_like(value[0]), []
+        for row in value:
+            state = row + state
+            for _, numeric in chain:
+                state = numeric(state) * 0.5
+            want.append(state)
+        np.testing.assert_allclose(got, want)
+    parallel_compile.close_workers()
