@@ -73,6 +73,8 @@ def main() -> None:
 
     # The main process moves the module folders away; at exit the library notices and warns.
     warnings.filterwarnings("ignore", message="A module that was loaded by this ModuleCache")
+    # PyTensor also warns, on its next look at the slot, that it forgets the moved module's key.
+    warnings.filterwarnings("ignore", message="Removing key file")
     slot = claim_slot(Path(sys.argv[1]), int(sys.argv[2]))
     variable = flags.flags_variable(flags.library())
     given = os.environ.get(variable, "")
