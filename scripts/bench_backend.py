@@ -5,11 +5,12 @@ from 3.12; `RNNLM_BACKEND` overrides where both are installed):
 
   - compiling Zaremba et al.'s PTB-small training step (vocabulary 10,000, embedding 200,
     2x200 LSTM, batch 20 x 35 steps, SGD 1.0, clip 5) and taking its first step, in a fresh
-    process, on an empty base_compiledir (cold, with --cold: minutes of gcc) and on the cache
-    that left (warm);
+    process, on an empty base_compiledir (cold, with --cold: minutes of gcc, on every core:
+    rnnlm.parallel_compile) and on the cache that left (warm); no compiled-function cache;
   - training tokens/s of that step on random ids, the state carried (median of --reps
     repetitions of --steps steps, after one untimed repetition);
-  - the wall time of `rnnlm score "a sentence"` from a fresh process, warm cache (median).
+  - the wall time of `rnnlm score "a sentence"` from a fresh process, warm C-module cache
+    (median), with the compiled-function cache (a private one) and with --no-cache.
 
 Every process gets OPENBLAS_NUM_THREADS = OMP_NUM_THREADS = --threads. `--linker numba` runs
 PyTensor's Numba linker instead of the C one (our C ops then run their Python `perform`).
@@ -112,20 +113,25 @@ def worker(args: argparse.Namespace, rnnlm_flags: list[str]) -> dict[str, Any]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def score_seconds(args: argparse.Namespace, rnnlm_flags: list[str]) -> float:
-    """Median wall time of `rnnlm score` from a fresh process, after one untimed run."""
+def score_seconds(args: argparse.Namespace, rnnlm_flags: list[str]) -> dict[str, float]:
+    """Median wall time of `rnnlm score` from a fresh process, after one untimed run: with
+    the compiled-function cache (a private one, in the temporary folder) and without it."""
     env = environment(args.threads, rnnlm_flags)
     cli = [sys.executable, "-c", "from rnnlm.cli import main; main()"]
     with tempfile.TemporaryDirectory(prefix="rnnlm-bench-") as folder:
+        env["XDG_CACHE_HOME"] = folder  # the user's own cache is left alone
         model = str(Path(folder) / "tiny.npz")
-        tiny = ["--vocab-size", "200", "--hidden-size", "16", "--epochs", "1"]
+        tiny = ["--vocab-size", "200", "--hidden-size", "16", "--epochs", "1", "--no-cache"]
         run([*cli, "train", *tiny, "--eval-sentences", "20", "--out", model, "-q"], env)
-        seconds = []
-        for _ in range(args.score_runs + 1):
-            started = time.perf_counter()
-            run([*cli, "score", SCORE_SENTENCE, "--model", model, "-q"], env)
-            seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds[1:])
+        result = {}
+        for name, extra in (("score_cli_s", []), ("score_cli_no_cache_s", ["--no-cache"])):
+            seconds = []
+            for _ in range(args.score_runs + 1):
+                started = time.perf_counter()
+                run([*cli, "score", SCORE_SENTENCE, "--model", model, "-q", *extra], env)
+                seconds.append(time.perf_counter() - started)
+            result[name] = statistics.median(seconds[1:])
+    return result
 
 
 def main() -> None:
@@ -151,7 +157,7 @@ def main() -> None:
             result["compile_cold_s"] = worker(args, flags)["compile_s"]
         result |= worker(args, flags)
         result["compile_warm_s"] = result.pop("compile_s")
-        result["score_cli_s"] = score_seconds(args, flags)
+        result |= score_seconds(args, flags)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     cold = result.get("compile_cold_s")
@@ -162,7 +168,8 @@ def main() -> None:
         f"({result['ms_step']:.1f} ms/step)\n"
         f"  compile: cold {'-' if cold is None else f'{cold:.1f} s'}, "
         f"warm {result['compile_warm_s']:.1f} s\n"
-        f"  rnnlm score from a fresh process: {result['score_cli_s']:.2f} s\n"
+        f"  rnnlm score from a fresh process: {result['score_cli_s']:.2f} s "
+        f"({result['score_cli_no_cache_s']:.2f} s with --no-cache)\n"
         f"  BLAS: {result['blas'] or '(none)'}"
     )
 
