@@ -27,7 +27,7 @@ every OpenBLAS loaded (scipy's, which Aesara calls, and numpy's), omp_set_num_th
 OpenMP runtime (rnnlm's fused softmax op) and torch.set_num_threads,
 so the PTB graph is compiled once for all thread counts. The PTB rows run in a fresh process
 (its compile time is the warm one, its peak RSS that of training); the cold compile runs
-before it in another, on an empty compiledir (AESARA_FLAGS=compiledir=<temp folder>).
+before it in another, on an empty compiledir (RNNLM_FLAGS=compiledir=<temp folder>).
 
 Run from anywhere (paths are taken relative to the repository root):
 

@@ -57,8 +57,8 @@ def environment(folder: Path, workers: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     env["XDG_CACHE_HOME"] = str(folder / "xdg")
-    flags = env.get("AESARA_FLAGS", "")
-    env["AESARA_FLAGS"] = ",".join(p for p in (flags, f"base_compiledir={folder / 'aesara'}") if p)
+    flags = env.get("RNNLM_FLAGS", "")  # for whichever tensor library runs
+    env["RNNLM_FLAGS"] = ",".join(p for p in (flags, f"base_compiledir={folder / 'library'}") if p)
     if workers is not None:
         env["RNNLM_COMPILE_WORKERS"] = str(workers)
     return env

@@ -38,7 +38,7 @@ def machine() -> dict[str, Any]:
         "openblas_loaded": [Path(blas.path).name for blas in loaded_openblas()],
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "aesara": backend.VERSION,
+        "tensor_library": f"{backend.NAME} {backend.VERSION}",
         "rnnlm": rnnlm.__version__,
         "torch": torch_version,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
@@ -152,7 +152,7 @@ def render(r: dict[str, Any], threads: list[int], quick: bool) -> str:
         f"machine: {m['cores']} cores ({m['usable_cores']} usable), {m['cpu']}; "
         f"load average {m['load_average_1min']:.2f} at start, {r['load_average_end']:.2f} at end",
         f"BLAS (backend.config.blas__ldflags): {m['blas_ldflags'] or '(none: NumPy C-API GEMM)'}",
-        f"Python {m['python']}, numpy {m['numpy']}, Aesara {m['aesara']}, "
+        f"Python {m['python']}, numpy {m['numpy']}, {m['tensor_library']}, "
         f"PyTorch {m['torch'] or 'not installed'}; OMP_WAIT_POLICY={m['omp_wait_policy']}, "
         f"OPENBLAS_CORETYPE={m['openblas_coretype']}",
         f"medians of {r['sizes']['reps']} repetitions after a warm-up round, contenders "

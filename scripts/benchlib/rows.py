@@ -186,8 +186,8 @@ def run_worker(
     """Run this script as a worker in a fresh process; its last stdout line is its JSON."""
     extra = {}
     if compiledir is not None:
-        flags = [os.environ.get("AESARA_FLAGS", ""), f"compiledir={compiledir}"]
-        extra["AESARA_FLAGS"] = ",".join(flag for flag in flags if flag)
+        flags = [os.environ.get("RNNLM_FLAGS", ""), f"compiledir={compiledir}"]
+        extra["RNNLM_FLAGS"] = ",".join(flag for flag in flags if flag)  # either library
     command = [
         sys.executable,
         str(BENCH_SCRIPT),
