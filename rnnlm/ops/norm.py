@@ -34,8 +34,8 @@ class SumOfSquares(OpenMPOp):
         wide = np.asarray(x, dtype=np.float64).ravel()
         outputs[0][0] = np.asarray(np.dot(wide, wide), dtype=x.dtype)
 
-    def grad(self, inputs, output_grads):
-        (x,), (g,) = inputs, output_grads
+    def pullback(self, inputs, outputs, cotangents):
+        (x,), (g,) = inputs, cotangents
         return [2 * x * g]
 
     def infer_shape(self, fgraph, node, shapes):

@@ -891,7 +891,7 @@ class FusedStep(_CellOp):
         batch, hidden = shapes[2]
         return [shapes[2]] * self.spec.states + [(batch, hidden * self.spec.saved)]
 
-    def L_op(self, inputs, outputs, output_grads):
+    def pullback(self, inputs, outputs, output_grads):
         spec = self.spec
         if not isinstance(output_grads[-1].type, DisconnectedType):
             raise NotImplementedError(
@@ -967,8 +967,8 @@ class Transposed(OpenMPOp):
     def infer_shape(self, fgraph, node, shapes):
         return [shapes[0][::-1]]
 
-    def grad(self, inputs, output_grads):
-        return [output_grads[0].T]
+    def pullback(self, inputs, outputs, cotangents):
+        return [cotangents[0].T]
 
     def c_code(self, node, name, inputs, outputs, sub):
         (x,), (out,), fail = inputs, outputs, sub["fail"]
