@@ -1,0 +1,109 @@
+"""The adaptive softmax: the row-selected training graph against the dense one, both against
+PyTorch's `AdaptiveLogSoftmaxWithLoss` with the same weights, number for number."""
+
+import numpy as np
+import pytest
+
+from rnnlm import backend
+from rnnlm.backend import tensor as tt
+from rnnlm.ops.adaptive_softmax import adaptive_log_probs, adaptive_log_softmax, tail_shapes
+
+MODES = ["FAST_COMPILE", "FAST_RUN"]
+K, V, CUTOFFS, DIV = 8, 20, (4, 10), 2.0  # head 4 words + 2 clusters; tails of 6 and 10 words
+
+
+def random_weights(rng, head_bias=True):
+    head_W = rng.normal(size=(CUTOFFS[0] + len(CUTOFFS), K))
+    head_b = rng.normal(size=CUTOFFS[0] + len(CUTOFFS)) if head_bias else None
+    tails = [
+        (rng.normal(size=(width, K)), rng.normal(size=(words, width)))
+        for width, words in tail_shapes(K, V, CUTOFFS, DIV)
+    ]
+    return head_W, head_b, tails
+
+
+@pytest.fixture(scope="module", params=MODES)
+def compiled(request):
+    """(h, y, head_W, head_b, P0, W0, P1, W1) -> row-selected log p (N,), dense log p (N, V),
+    and the gradients of sum(log p(y)) by h and every weight: row-selected, then dense."""
+    h, y, head_W, head_b = tt.dmatrix(), tt.ivector(), tt.dmatrix(), tt.dvector()
+    tails = [(tt.dmatrix(), tt.dmatrix()) for _ in CUTOFFS]
+    flat = [m for pair in tails for m in pair]
+    selected = adaptive_log_probs(h, head_W, head_b, tails, y, CUTOFFS, V)
+    dense = adaptive_log_softmax(h, head_W, head_b, tails, CUTOFFS)
+    wrt = [h, head_W, head_b, *flat]
+    outputs = [selected, dense, *backend.grad(selected.sum(), wrt)]
+    outputs += backend.grad(dense[tt.arange(h.shape[0]), y].sum(), wrt)
+    return backend.function([h, y, head_W, head_b, *flat], outputs, mode=request.param)
+
+
+def call(compiled, h, y, head_W, head_b, tails):
+    return compiled(h, y, head_W, head_b, *[m for pair in tails for m in pair])
+
+
+def test_row_selection_matches_the_dense_graph(compiled):
+    rng = np.random.default_rng(0)
+    weights = random_weights(rng)
+    h = rng.normal(size=(9, K))
+    y = np.array([0, 3, 4, 9, 10, 19, 5, 12, 1], np.int32)  # head, both tails, their edges
+    out = call(compiled, h, y, *weights)
+    np.testing.assert_allclose(out[0], out[1][np.arange(9), y], rtol=1e-10)
+    n = (len(out) - 2) // 2
+    for selected, dense in zip(out[2 : 2 + n], out[2 + n :], strict=True):
+        np.testing.assert_allclose(selected, dense, rtol=1e-10, atol=1e-12)
+
+
+def test_a_tail_without_targets_and_normalisation(compiled):
+    rng = np.random.default_rng(1)
+    weights = random_weights(rng)
+    y = np.array([0, 1, 2, 3], np.int32)  # the head alone
+    out = call(compiled, rng.normal(size=(4, K)), y, *weights)
+    np.testing.assert_allclose(out[0], out[1][np.arange(4), y], rtol=1e-10)
+    np.testing.assert_allclose(np.exp(out[1]).sum(axis=1), 1, rtol=1e-12)
+    assert not out[5].any()  # tail 0's projection learns nothing
+
+
+def test_gradients_match_finite_differences():
+    rng = np.random.default_rng(2)
+    head_W, head_b, tails = random_weights(rng)
+    y = np.array([0, 5, 11, 19], np.int32)
+
+    def log_p(h, head_W, head_b, P0, W0, P1, W1):
+        return adaptive_log_probs(h, head_W, head_b, [(P0, W0), (P1, W1)], y, CUTOFFS, V)
+
+    flat = [m for pair in tails for m in pair]
+    backend.verify_grad(log_p, [rng.normal(size=(4, K)), head_W, head_b, *flat], rng=rng,
+                        mode="FAST_RUN")  # fmt: skip
+
+
+@pytest.mark.parametrize("head_bias", [True, False])
+def test_same_numbers_as_pytorch(compiled, head_bias):
+    torch = pytest.importorskip("torch", reason="PyTorch (pip install torch) is the reference")
+    torch.manual_seed(0)
+    module = torch.nn.AdaptiveLogSoftmaxWithLoss(
+        K, V, list(CUTOFFS), div_value=DIV, head_bias=head_bias
+    ).double()
+    tails = [(t[0].weight.detach().numpy(), t[1].weight.detach().numpy()) for t in module.tail]
+    head_W = module.head.weight.detach().numpy()
+    head_b = module.head.bias.detach().numpy() if head_bias else np.zeros(len(head_W))
+    rng = np.random.default_rng(3)
+    h = rng.normal(size=(12, K))
+    y = rng.integers(0, V, 12).astype(np.int32)
+    out = call(compiled, h, y, head_W, head_b, tails)
+
+    th = torch.tensor(h, requires_grad=True)
+    result = module(th, torch.tensor(y, dtype=torch.long))
+    np.testing.assert_allclose(out[0], result.output.detach().numpy(), rtol=1e-10)
+    np.testing.assert_allclose(out[1], module.log_prob(th).detach().numpy(), rtol=1e-10)
+    result.output.sum().backward()
+    theirs = [th.grad, module.head.weight.grad] + [p.weight.grad for t in module.tail for p in t]
+    ours = [out[2], out[3]] + out[5:9]
+    for a, e in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(a, e.numpy(), rtol=1e-10, atol=1e-12)
+    if head_bias:
+        np.testing.assert_allclose(out[4], module.head.bias.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_tail_shapes_are_pytorchs():
+    assert tail_shapes(200, 50_000, (2000, 10_000), 4.0) == [(50, 8000), (12, 40_000)]
+    assert tail_shapes(8, 20, (4, 10), 2.0) == [(4, 6), (2, 10)]
