@@ -264,6 +264,7 @@ def sampled_softmax_nll(h, W, b, y, samples, log_expected):
     """The training loss (N,) of rows h (N, K) with targets y (N,) against `samples` (S,):
     W (K, V), b (V,) or None, log_expected (V,) = log(S q) of every word."""
     true, true_b, sampled, sampled_b = sampled_logits(h, W, b, y, samples)
+    log_expected = tt.as_tensor_variable(log_expected)
     return sampled_nll(
         true, true_b - log_expected[y], sampled, sampled_b - log_expected[samples], y, samples
     )
