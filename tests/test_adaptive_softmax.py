@@ -63,6 +63,13 @@ def test_a_tail_without_targets_and_normalisation(compiled):
     assert not out[5].any()  # tail 0's projection learns nothing
 
 
+@pytest.mark.parametrize("bad", [-1, V, V + 7])
+def test_targets_out_of_range_are_an_error(compiled, bad):
+    weights = random_weights(np.random.default_rng(4))
+    with pytest.raises(ValueError, match="out of range"):
+        call(compiled, np.zeros((2, K)), np.array([0, bad], np.int32), *weights)
+
+
 def test_gradients_match_finite_differences():
     rng = np.random.default_rng(2)
     head_W, head_b, tails = random_weights(rng)

@@ -4,4 +4,7 @@
 - `recurrent`: fused cell steps (rnn-tanh, rnn-relu, gru, lstm) for inside `scan`, and their
   gradients.
 - `norm`: the sum of squares in one pass, for global-norm clipping.
+- `class_softmax`: the class-factored softmax's in-class NLL and in-class log-softmax.
+- `adaptive_softmax`: the adaptive softmax as a graph of products and the fused `softmax`.
+- `sampled_softmax`: the sampled softmax's loss over shared negatives, and its gradient.
 """

@@ -36,9 +36,13 @@ def tail_shapes(
     ]
 
 
-def head_targets(y, cutoffs: Sequence[int]):
-    """Each target's head entry (N,): the word itself in the shortlist, else its cluster token."""
-    cluster = sum((tt.ge(y, c) for c in cutoffs[1:]), tt.zeros_like(y))  # tail k of y >= c_0
+def head_targets(y, cutoffs: Sequence[int], vocab_size: int):
+    """Each target's head entry (N,): the word itself in the shortlist, else its cluster token.
+
+    A target >= V gets the entry past the head's end, which `softmax_nll` rejects as out of
+    range (a negative one is rejected as it is)."""
+    bounds = (*cutoffs[1:], vocab_size)
+    cluster = sum((tt.ge(y, c) for c in bounds), tt.zeros_like(y))  # tail k of y >= c_0
     return tt.cast(tt.switch(tt.lt(y, cutoffs[0]), y, cutoffs[0] + cluster), "int32")
 
 
@@ -46,7 +50,7 @@ def adaptive_log_probs(h, head_W, head_b, tails, y, cutoffs: Sequence[int], voca
     """log p(y_i | h_i) (N,) for rows h (N, K) and target positions y (N,); `tails` lists
     (P_k, W_k); `head_b` may be None."""
     y = tt.as_tensor_variable(y)
-    log_p = -softmax_nll(tt.dot(h, head_W.T), head_targets(y, cutoffs), head_b)  # (N,)
+    log_p = -softmax_nll(tt.dot(h, head_W.T), head_targets(y, cutoffs, vocab_size), head_b)  # (N,)
     bounds = [*cutoffs, vocab_size]
     for k, (P, W) in enumerate(tails):
         low, high = bounds[k], bounds[k + 1]

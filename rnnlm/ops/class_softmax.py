@@ -93,6 +93,22 @@ def _offsets(y, word_class, members, starts, v):
 
 # The C side: one function per dtype, shared by every apply node (see `_support_code`).
 _SUPPORT = """
+/* An output array of these dims, C-contiguous: the one from the last call when it fits (its
+   pages are mapped already: a fresh large buffer costs a page fault per 4 KB). 0: no memory. */
+static int rnnlm_output(PyArrayObject** out, int nd, const npy_intp* dims, int typenum,
+        int zero) {
+    int fits = *out && PyArray_NDIM(*out) == nd && PyArray_TYPE(*out) == typenum
+               && PyArray_IS_C_CONTIGUOUS(*out);
+    for (int d = 0; fits && d < nd; ++d) fits = PyArray_DIMS(*out)[d] == dims[d];
+    if (!fits) {
+        Py_XDECREF(*out);
+        *out = (PyArrayObject*)PyArray_EMPTY(nd, (npy_intp*)dims, typenum, 0);
+        if (!*out) return 0;
+    }
+    if (zero) memset(PyArray_DATA(*out), 0, PyArray_NBYTES(*out));
+    return 1;
+}
+
 /* A class map from a model file is checked once per call: O(V), nothing next to the rest. */
 static const char* rnnlm_class_check(npy_intp v, npy_intp nc, const npy_int32* members,
         const npy_int32* starts) {
@@ -259,7 +275,7 @@ class _ClassOp(OpenMPOp):
         return _support_code()
 
     def c_code_cache_version(self):
-        return (1,)
+        return (2,)
 
 
 # C snippets shared by the ops' c_code: contiguous views of the inputs, released at the end.
@@ -276,11 +292,8 @@ def _data(i: int, t: str) -> str:
 
 
 def _alloc(out: str, ndim: int, dims: str, typenum: str, zero: bool = False) -> str:
-    make = "PyArray_ZEROS" if zero else "PyArray_EMPTY"
     return f"""
-        Py_XDECREF({out});
-        {out} = (PyArrayObject*){make}({ndim}, {dims}, {typenum}, 0);
-        if (!{out}) err = "out of memory";
+        if (!rnnlm_output(&{out}, {ndim}, {dims}, {typenum}, {int(zero)})) err = "out of memory";
     """
 
 

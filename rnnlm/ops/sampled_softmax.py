@@ -252,9 +252,13 @@ def sampled_nll_plain(true, true_offset, sampled, sampled_offset, y, samples):
 def sampled_logits(h, W, b, y, samples):
     """The raw logits of the targets (N,) and of the shared negatives (N, S), and the biases
     of each, from h (N, K) and the full softmax's weights W (K, V), b (V,) or None."""
-    by_word = W.T  # (V, K): a word's vector is a row, gathered for targets and samples alike
-    true = (h * by_word[y]).sum(axis=1)  # (N,)
-    sampled = tt.dot(h, by_word[samples].T)  # (N, S)
+    n = y.shape[0]
+    # One gather of the columns needed, targets then samples, and one scatter back: indexing
+    # W's own layout is several times faster than gathering rows of W.T, a strided view.
+    words = tt.concatenate([y, samples])  # (N + S,)
+    columns = W[:, words]  # (K, N + S)
+    true = (h * columns[:, :n].T).sum(axis=1)  # (N,)
+    sampled = tt.dot(h, columns[:, n:])  # (N, S)
     if b is None:
         return true, tt.zeros_like(true), sampled, tt.zeros_like(samples, dtype=h.dtype)
     return true, b[y], sampled, b[samples]
