@@ -28,7 +28,7 @@ from the model's `RandomStream`, so reseeding the stream replays them (exact res
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ import numpy as np
 from rnnlm.backend import log_softmax
 from rnnlm.backend import tensor as tt
 from rnnlm.errors import RnnlmError
-from rnnlm.ops.adaptive_softmax import adaptive_log_probs, adaptive_log_softmax, tail_shapes
+from rnnlm.ops.adaptive_softmax import adaptive_log_probs, adaptive_log_softmax
 from rnnlm.ops.class_softmax import class_log_softmax, class_nll, class_tables
 from rnnlm.ops.sampled_softmax import draw_samples, sampled_softmax_nll
 from rnnlm.ops.softmax import softmax_nll
@@ -95,6 +95,18 @@ class OutputConfig:
     def tails(self) -> list[tuple[int, int]]:
         """(projection width, words) of each adaptive tail cluster."""
         return tail_shapes(self.input_size, self.vocab_size, self.head_cutoffs, self.div_value)
+
+
+def tail_shapes(
+    input_size: int, vocab_size: int, cutoffs: Sequence[int], div_value: float
+) -> list[tuple[int, int]]:
+    """(projection width d_k, words) of each adaptive tail cluster, as PyTorch computes them:
+    d_k = input_size // div_value^(k+1)."""
+    bounds = [*cutoffs, vocab_size]
+    return [
+        (int(input_size // (div_value ** (k + 1))), bounds[k + 1] - bounds[k])
+        for k in range(len(cutoffs))
+    ]
 
 
 def _require(ok: bool, key: str, expected: str) -> None:

@@ -6,7 +6,8 @@ import pytest
 
 from rnnlm import backend
 from rnnlm.backend import tensor as tt
-from rnnlm.ops.adaptive_softmax import adaptive_log_probs, adaptive_log_softmax, tail_shapes
+from rnnlm.ops.adaptive_softmax import adaptive_log_probs, adaptive_log_softmax
+from rnnlm.output import tail_shapes
 
 MODES = ["FAST_COMPILE", "FAST_RUN"]
 K, V, CUTOFFS, DIV = 8, 20, (4, 10), 2.0  # head 4 words + 2 clusters; tails of 6 and 10 words

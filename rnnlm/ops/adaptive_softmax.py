@@ -25,17 +25,6 @@ from rnnlm.backend import tensor as tt
 from rnnlm.ops.softmax import softmax_nll
 
 
-def tail_shapes(
-    input_size: int, vocab_size: int, cutoffs: Sequence[int], div_value: float
-) -> list[tuple[int, int]]:
-    """(projection width d_k, words) of each tail cluster, as PyTorch computes them."""
-    bounds = [*cutoffs, vocab_size]
-    return [
-        (int(input_size // (div_value ** (k + 1))), bounds[k + 1] - bounds[k])
-        for k in range(len(cutoffs))
-    ]
-
-
 def head_targets(y, cutoffs: Sequence[int], vocab_size: int):
     """Each target's head entry (N,): the word itself in the shortlist, else its cluster token.
 
