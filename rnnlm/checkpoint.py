@@ -1,4 +1,5 @@
-"""One self-describing `.npz`: parameters, vocabulary, resolved config, training progress.
+"""One self-describing `.npz`: parameters, vocabulary, resolved config, training progress,
+and the output layer's tables (a class map, a word order, a proposal: `rnnlm.output_tables`).
 
 Model files are untrusted input: loaded with `allow_pickle=False`, every array checked
 against the shapes its own config implies. Writes go to a temp file that is renamed over
@@ -21,6 +22,7 @@ from rnnlm import flags
 from rnnlm.architecture import param_shapes
 from rnnlm.config import Config
 from rnnlm.errors import RnnlmError
+from rnnlm.output_tables import check_tables
 from rnnlm.vocab import Vocabulary
 
 FORMAT = "rnnlm-checkpoint"
@@ -28,6 +30,7 @@ FORMAT_VERSION = 1
 PARAM_PREFIX = "param/"
 OPTIM_PREFIX = "optim/"
 CARRY_PREFIX = "carry/"
+TABLE_PREFIX = "table/"
 
 
 @dataclass
@@ -41,6 +44,7 @@ class Checkpoint:
     # The tensor library that wrote the file ({} before rnnlm recorded it); `save` writes the
     # one running. Parameters are plain arrays: any library loads them.
     backend: dict[str, str] = field(default_factory=dict)
+    tables: dict[str, np.ndarray] = field(default_factory=dict)  # the output layer's
 
 
 def save(path: str | Path, checkpoint: Checkpoint) -> None:
@@ -57,6 +61,7 @@ def save(path: str | Path, checkpoint: Checkpoint) -> None:
     arrays = {PARAM_PREFIX + name: value for name, value in checkpoint.params.items()}
     arrays.update({OPTIM_PREFIX + name: value for name, value in checkpoint.optimizer.items()})
     arrays.update({f"{CARRY_PREFIX}{i}": value for i, value in enumerate(checkpoint.carry)})
+    arrays.update({TABLE_PREFIX + name: value for name, value in checkpoint.tables.items()})
     arrays["meta"] = np.array(json.dumps(meta))
     folder = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
@@ -125,6 +130,11 @@ def load(path: str | Path) -> Checkpoint:
         )
     params = _with_prefix(arrays, PARAM_PREFIX)
     _check_params(path, config, params)
+    tables = _with_prefix(arrays, TABLE_PREFIX)
+    try:
+        check_tables(config.model.output, tables)
+    except RnnlmError as exc:
+        raise RnnlmError(f"{path}: {exc}") from None
     optimizer = _with_prefix(arrays, OPTIM_PREFIX)
     carry = _with_prefix(arrays, CARRY_PREFIX)
     for name, value in [*optimizer.items(), *carry.items()]:
@@ -139,7 +149,7 @@ def load(path: str | Path) -> Checkpoint:
     ordered_carry = [carry[str(i)] for i in range(len(carry)) if str(i) in carry]
     if len(ordered_carry) != len(carry):
         raise RnnlmError(f"{path}: carried states are not numbered 0..{len(carry) - 1}")
-    return Checkpoint(config, vocab, params, progress, optimizer, ordered_carry, backend)
+    return Checkpoint(config, vocab, params, progress, optimizer, ordered_carry, backend, tables)
 
 
 def _with_prefix(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
@@ -168,7 +178,10 @@ def _read_meta(path: Path, raw: np.ndarray | None) -> dict[str, Any]:
 
 
 def _check_params(path: Path, config: Config, params: dict[str, np.ndarray]) -> None:
-    expected = param_shapes(config.model)
+    try:
+        expected = param_shapes(config.model)
+    except RnnlmError as exc:  # an output layer that does not fit the vocabulary
+        raise RnnlmError(f"{path}: {exc}") from None
     if set(params) != set(expected):
         missing = sorted(set(expected) - set(params))
         extra = sorted(set(params) - set(expected))

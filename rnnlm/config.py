@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rnnlm.architecture import CELL_SHAPES
+from rnnlm.architecture import CELL_SHAPES, OUTPUT_PARAMS, OutputConfig
 from rnnlm.errors import RnnlmError
 
 # The choices of the string settings: each list exists here once, and the CLI's options and
@@ -25,11 +25,15 @@ CELLS = tuple(CELL_SHAPES)
 DTYPES = ("float32", "float64")
 MODES = ("sentence", "stream")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
+SOFTMAXES = tuple(OUTPUT_PARAMS)
+SAMPLERS = ("log-uniform", "unigram")  # rnnlm.output_tables.PROPOSALS
 CHOICES = {
     "data.format": FORMATS,
     "data.level": LEVELS,
     "model.cell": CELLS,
     "model.dtype": DTYPES,
+    "model.softmax": SOFTMAXES,
+    "model.sampler": SAMPLERS,
     "train.mode": MODES,
     "train.optimizer": OPTIMIZERS,
 }
@@ -76,6 +80,13 @@ class ModelConfig:
     bias: bool = True  # False: the tutorial's bias-free RNN (gated cells need biases)
     dropout: float = 0.0  # on non-recurrent connections while training (Zaremba et al.)
     tie_weights: bool = False  # output layer = embedding transposed
+    # The output layer (rnnlm.output; checked against the vocabulary in `output`):
+    softmax: str = "full"  # full | class | adaptive | sampled (training only)
+    classes: int = 0  # class: 0 = about sqrt(vocab_size)
+    cutoffs: str = ""  # adaptive: "2000,10000"; "" = Grave et al.'s up to vocab_size / 2
+    div_value: float = 4.0  # adaptive: tail k projects to top_size // div_value^(k+1)
+    samples: int = 1024  # sampled: negatives per batch
+    sampler: str = "log-uniform"  # sampled: log-uniform over frequency ranks | unigram^0.75
     init_scale: float = 0.0  # uniform in ±init_scale; 0: the tutorial's ±1/sqrt(fan_in)
     identity_init: bool = False  # recurrent matrix = identity (ReLU RNN, Le et al. 2015)
     hard_sigmoid: bool = False  # gates with the tutorial's hard sigmoid
@@ -108,6 +119,15 @@ class ModelConfig:
             "model.tie_weights",
             f"needs embedding_size equal to the top layer's size ({self.top_size})",
         )
+        # What the vocabulary size decides is checked by `output`, once the corpus is read.
+        _require(self.classes >= 0, "model.classes", "must be 0 or positive")
+        _require(
+            _cutoffs(self.cutoffs) is not None,
+            "model.cutoffs",
+            "must be increasing positive integers separated by commas, e.g. 2000,10000",
+        )
+        _require(0 < self.div_value < float("inf"), "model.div_value", "must be positive")
+        _require(self.samples >= 1, "model.samples", "must be at least 1")
         _require(
             self.bptt_truncate in (None, -1) or self.bptt_truncate >= 1,
             "model.bptt_truncate",
@@ -118,6 +138,22 @@ class ModelConfig:
     def top_size(self) -> int:
         """Width of what the output layer reads: both directions when bidirectional."""
         return self.hidden_size * (2 if self.bidirectional else 1)
+
+    @property
+    def output(self) -> OutputConfig:
+        """The output layer's settings; RnnlmError if they do not fit the vocabulary."""
+        return OutputConfig(
+            self.vocab_size,
+            self.top_size,
+            self.softmax,
+            self.bias,
+            self.tie_weights,
+            self.classes,
+            _cutoffs(self.cutoffs) or (),
+            self.div_value,
+            self.samples,
+            self.sampler,
+        )
 
     def for_mode(self, mode: str) -> ModelConfig:
         """This config with `bptt_truncate` decided: as given, else `mode`'s default."""
@@ -215,6 +251,16 @@ def _has_type(value: Any, hint: Any) -> bool:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, hint)
+
+
+def _cutoffs(text: str) -> tuple[int, ...] | None:
+    """ "2000,10000" -> (2000, 10000); None unless increasing positive integers."""
+    try:
+        cutoffs = tuple(int(part) for part in text.split(",")) if text.strip() else ()
+    except ValueError:
+        return None
+    ok = all(c > 0 for c in cutoffs) and list(cutoffs) == sorted(set(cutoffs))
+    return cutoffs if ok else None
 
 
 def _require(ok: bool, key: str, expected: str) -> None:

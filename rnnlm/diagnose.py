@@ -71,7 +71,8 @@ def pick_sentences(
 def untruncated_float64(model: Model) -> Model:
     """A copy of `model` with full BPTT in float64, so the numbers are the model's own."""
     config = dataclasses.replace(model.config, bptt_truncate=-1, dtype="float64", dropout=0.0)
-    return Model(config, params=model.params.values_dict(), compile_mode=model.compile_mode)
+    params = model.params.values_dict()
+    return Model(config, params=params, compile_mode=model.compile_mode, tables=model.tables)
 
 
 def gradient_decay(

@@ -81,6 +81,7 @@ def train_run(
             comm=comm,
             cache=cache,  # compiled functions kept between runs (rnnlm.compiled), or None
             initial_params=start.params if start is not None else None,
+            initial_tables=start.tables if start is not None else None,
         )
         summary = trainer.run()
     if data.new_words is not None:

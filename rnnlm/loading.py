@@ -34,7 +34,8 @@ def open_model(
     ckpt = checkpoint.load(path)
     if left_to_right is not None:
         refuse_bidirectional(ckpt.config.model, left_to_right)
-    return Model(ckpt.config.model, params=ckpt.params, cache=cache), ckpt
+    model = Model(ckpt.config.model, params=ckpt.params, cache=cache, tables=ckpt.tables)
+    return model, ckpt
 
 
 def refuse_bidirectional(config: ModelConfig, what: str) -> None:

@@ -1,7 +1,10 @@
 """The language-model graph, and the only module that calls `scan` / `function`.
 
     ids (T, B) -> [embedding] -> layer 0 ... layer L-1 -> [dropout] -> output layer
-               -> fused softmax + NLL -> log p(y_t | x_<=t) (T, B) -> masked NLL
+               -> log p(y_t | x_<=t) (T, B) -> masked NLL
+
+The output layer is `rnnlm.output`'s, of the config's softmax kind (full, class, adaptive,
+or sampled: the full softmax but while training), with the tables stored with the model.
 
 Each layer's input projection (all time steps, gates stacked) is one product outside its
 scan; dropout masks are drawn outside the scans too, on the non-recurrent connections only.
@@ -23,14 +26,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rnnlm import backend, parallel_compile
+from rnnlm import backend, output, parallel_compile
 from rnnlm.architecture import param_shapes, stacks
-from rnnlm.backend import RandomStream, log_softmax
+from rnnlm.backend import RandomStream
 from rnnlm.backend import tensor as tt
 from rnnlm.cells import CELLS
 from rnnlm.config import ModelConfig
 from rnnlm.ops.recurrent import FusedStep, recurrent_weights
-from rnnlm.ops.softmax import softmax_nll
+from rnnlm.output_tables import tables_digest
 from rnnlm.params import Params, uniform_fan_in
 
 if TYPE_CHECKING:
@@ -43,10 +46,13 @@ Shard = tuple | None
 
 def init_params(config: ModelConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Fresh values: uniform weights (±init_scale, or the tutorial's ±1/sqrt(fan_in)),
-    zero biases but an LSTM's forget gate at 1, optionally an identity recurrent matrix."""
+    zero biases but an LSTM's forget gate at 1, optionally an identity recurrent matrix;
+    the output layer's drawn last, by `output.init_params`."""
     cell = CELLS[config.cell]
     arrays = {}
     for name, shape in param_shapes(config).items():
+        if name.startswith("out/"):
+            continue
         kind = name.rsplit("/", 1)[1]
         if kind == "b":
             value = np.zeros(shape)
@@ -60,7 +66,7 @@ def init_params(config: ModelConfig, rng: np.random.Generator) -> dict[str, np.n
         else:
             value = uniform_fan_in(rng, shape, shape[0])
         arrays[name] = value
-    return arrays
+    return arrays | output.init_params(config.output, rng, config.init_scale)
 
 
 def compiled_function(build: Callable[[Model], Callable]) -> cached_property:
@@ -70,7 +76,12 @@ def compiled_function(build: Callable[[Model], Callable]) -> cached_property:
     def get(self: Model) -> Callable:
         if self.cache is None:
             return build(self)
-        recipe = {"function": build.__name__, "model": self.config, "mode": self.compile_mode}
+        recipe = {
+            "function": build.__name__,
+            "model": self.config,
+            "mode": self.compile_mode,
+            "tables": self.tables_digest,  # constants of the graph that the config does not fix
+        }
         return self.cache.named(recipe, self.params, lambda: build(self))
 
     get.__doc__ = build.__doc__
@@ -119,6 +130,8 @@ class Model:
 
     `config.bptt_truncate` None (the training mode's default, see `ModelConfig.for_mode`)
     is decided here as sentence mode decides it; a trainer passes the value already decided.
+    `tables`: the output layer's (`rnnlm.output_tables`), which every softmax kind but the
+    full one needs.
     """
 
     def __init__(
@@ -128,6 +141,7 @@ class Model:
         seed: int = 0,
         compile_mode: str | None = None,
         cache: FunctionCache | None = None,
+        tables: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         self.config = config = config.for_mode("sentence")
         self.cache = cache  # compiled functions from disk when the same graph was compiled before
@@ -147,6 +161,15 @@ class Model:
         if params is not None:
             self.params.assign(params)
         self.random = RandomStream(seed)
+        self.tables = dict(tables or {})
+        self.tables_digest = tables_digest(self.tables)
+        self.output = output.output_layer(config.output, self.params, self.tables, self.random)
+
+    @property
+    def random_in_training(self) -> bool:
+        """Whether a training step draws random numbers (dropout masks, sampled negatives):
+        then reseeding before each step makes a resumed run retrace an uninterrupted one."""
+        return bool(self.config.dropout) or self.config.softmax == "sampled"
 
     @property
     def n_states(self) -> int:
@@ -244,30 +267,18 @@ class Model:
             finals += back_finals
         return self._dropout(top, train, shard), finals
 
-    def _output_layer(self):
-        """The output weights (K, V) and bias (V,) or None."""
-        p = self.params
-        out_W = p["embed/W"].T if self.config.tie_weights else p["out/W"]
-        return out_W, (p["out/b"] if self.config.bias else None)
-
-    def _logits(self, top):
-        out_W, out_b = self._output_layer()
-        logits = tt.dot(top, out_W)
-        return logits if out_b is None else logits + out_b
-
     def _log_softmax(self, top):
-        """(T, B, V) log-probabilities of every word."""
-        return log_softmax(self._logits(top), axis=-1)
+        """(..., V) log-probabilities of every word from top states (..., K)."""
+        return self.output.log_distribution(top)
 
-    def _token_log_probs(self, top, y):
-        """log p(y_t | ...) of the targets only, (T, B), by the fused softmax + NLL op."""
-        out_W, out_b = self._output_layer()
-        flat = top.reshape((-1, top.shape[-1]))  # (T*B, K): one big product
-        return -softmax_nll(tt.dot(flat, out_W), y.flatten(), out_b).reshape(y.shape)
+    def _token_log_probs(self, top, y, train: bool = False):
+        """log p(y_t | ...) of the targets only, (T, B); with `train`, the sampled softmax's
+        objective terms instead (the other kinds are exact either way)."""
+        return self.output.token_log_probs(top, y, train)
 
     def _nll(self, x, y, mask, initial, train: bool, shard: Shard = None):
         top, finals = self._top(x, y, mask, initial, train, shard)
-        token_log_p = self._token_log_probs(top, y)
+        token_log_p = self._token_log_probs(top, y, train)
         return -(token_log_p * mask).sum(), finals
 
     def _function(self, inputs, outputs, **kwargs):
@@ -310,7 +321,8 @@ class Model:
 
     @compiled_function
     def _step_fn(self):
-        """One step for generation: ids (B,) and states -> logits (B, V), new states."""
+        """One step for generation: ids (B,) and states -> log-probabilities (B, V), new
+        states."""
         if self.config.bidirectional:
             raise ValueError("a bidirectional model cannot generate left to right")
         ids = tt.ivector("ids")
@@ -318,7 +330,7 @@ class Model:
         # A length-1 sequence through the same stack keeps one code path for the graph.
         mask = tt.ones((1, ids.shape[0]), dtype=self.config.dtype)
         top, finals = self._stack("layer", ids.dimshuffle("x", 0), mask, initial, train=False)
-        return self._function([ids, *initial], [self._logits(top[0]), *finals])
+        return self._function([ids, *initial], [self._log_softmax(top[0]), *finals])
 
     @compiled_function
     def _gradient_flow_fn(self):
@@ -418,6 +430,7 @@ class Model:
         return dict(zip(self.params, grads, strict=True))
 
     def step(self, ids: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list]:
-        """Advance one token: ids (B,) and states -> logits (B, V) and the new states."""
+        """Advance one token: ids (B,) and states -> log-probabilities (B, V) of the next
+        token, and the new states."""
         out = self._step_fn(np.asarray(ids, dtype=np.int32), *states)
         return out[0], out[1:]

@@ -8,6 +8,7 @@ from typing import Any
 
 from rnnlm import checkpoint, flags
 from rnnlm.architecture import param_shapes, parameter_count
+from rnnlm.config import ModelConfig
 from rnnlm.errors import RnnlmError
 from rnnlm.runfiles import metrics_path, perplexity, record_loss
 
@@ -43,6 +44,7 @@ def describe(path: str | Path, words: int = 10) -> dict[str, Any]:
         "hidden_size": model.hidden_size,
         "embedding_size": model.embedding_size,
         "bidirectional": model.bidirectional,
+        "softmax": output_summary(model),
         "parameters": parameter_count(model),
         "parameter_shapes": {name: list(shape) for name, shape in param_shapes(model).items()},
         "vocab_size": len(vocab),
@@ -55,6 +57,18 @@ def describe(path: str | Path, words: int = 10) -> dict[str, Any]:
         "running_on": flags.describe(),
         "metrics": metrics_summary(read_metrics(metrics_path(path))),
     }
+
+
+def output_summary(model: ModelConfig) -> dict[str, Any]:
+    """The output layer's kind and what shapes it (its tables are in the checkpoint)."""
+    out = model.output
+    if model.softmax == "class":
+        return {"kind": "class", "classes": out.n_classes}
+    if model.softmax == "adaptive":
+        return {"kind": "adaptive", "cutoffs": list(out.head_cutoffs), "div_value": out.div_value}
+    if model.softmax == "sampled":
+        return {"kind": "sampled", "samples": out.samples, "sampler": out.sampler}
+    return {"kind": model.softmax}
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

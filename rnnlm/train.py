@@ -23,6 +23,7 @@ from rnnlm.data import TrainingData
 from rnnlm.distributed import Comm, LocalComm, anyone, share, train_step
 from rnnlm.errors import RnnlmError, SettingError
 from rnnlm.evaluate import sentence_log_probs
+from rnnlm.output_tables import make_tables, training_counts
 from rnnlm.runfiles import (
     TrainProgress,
     append_metrics,
@@ -61,6 +62,7 @@ class Trainer:
         comm: Comm | None = None,
         cache: Any = None,
         initial_params: dict[str, np.ndarray] | None = None,
+        initial_tables: dict[str, np.ndarray] | None = None,
     ) -> None:
         from rnnlm import backend
         from rnnlm.model import Model
@@ -82,8 +84,18 @@ class Trainer:
         self.comm = comm if comm is not None else LocalComm()
         self.is_main = self.comm.rank == 0
         self.show_progress = show_progress and self.is_main
+        # The output layer's tables come from the training counts, once: a resumed run keeps
+        # its checkpoint's, a fine-tuned one its start's (its weights are laid out by them).
+        if resume is not None:
+            tables = resume.tables
+        elif initial_tables is not None:
+            tables = initial_tables
+        else:
+            tables = make_tables(config.model.output, training_counts(data.vocab))
         # `cache`: a compiled-function cache (rnnlm.compiled), or None to compile afresh.
-        self.model = Model(config.model, seed=tc.seed, compile_mode=compile_mode, cache=cache)
+        self.model = Model(
+            config.model, seed=tc.seed, compile_mode=compile_mode, cache=cache, tables=tables
+        )
         if initial_params is not None:  # fine-tuning: another run's weights, a fresh start
             self.model.params.assign(initial_params)
         dtype = config.model.dtype
@@ -97,12 +109,14 @@ class Trainer:
         started = time.perf_counter()
         self.train_step = train_step(self.model, updates, self.comm)
         log.info(
-            "Model: %s, %d layer(s) of %d%s, vocabulary %d, %d parameters; compiled in %.1f s.",
+            "Model: %s, %d layer(s) of %d%s, vocabulary %d, %s softmax, %d parameters; "
+            "compiled in %.1f s.",
             config.model.cell,
             config.model.layers,
             config.model.hidden_size,
             " (bidirectional)" if config.model.bidirectional else "",
             config.model.vocab_size,
+            config.model.softmax,
             self.model.params.count(),
             time.perf_counter() - started,
         )
@@ -135,6 +149,7 @@ class Trainer:
             self.progress.to_dict(),
             optimizer={name: var.get_value() for name, var in self.optimizer_state.items()},
             carry=list(self.carry) if self.carry is not None else [],
+            tables=self.model.tables,
         )
 
     def _load_weights(self, ckpt: checkpoint.Checkpoint) -> None:
@@ -235,7 +250,7 @@ class Trainer:
         """One update; (summed NLL, tokens), or None when a non-finite loss was rolled back."""
         tc, p, model = self.config.train, self.progress, self.model
         states = self.carry if self.carry is not None else model.initial_states(x.shape[1])
-        if self.config.model.dropout:
+        if model.random_in_training:
             model.reseed([tc.seed, p.step])
         out = self.train_step(x, y, mask, *states)
         nll, n_tokens = float(out[0]), float(out[1])

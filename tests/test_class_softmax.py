@@ -10,8 +10,8 @@ from rnnlm.ops.class_softmax import (
     class_log_softmax_plain,
     class_nll,
     class_nll_plain,
-    class_tables,
 )
+from rnnlm.output_tables import class_tables
 
 # FAST_COMPILE (the suite's mode) runs the ops' `perform`; FAST_RUN their C code.
 MODES = ["FAST_COMPILE", "FAST_RUN"]

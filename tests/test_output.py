@@ -6,12 +6,13 @@ import math
 import numpy as np
 import pytest
 
-from rnnlm import backend, output
+from rnnlm import backend, output, output_tables
+from rnnlm import config as config_module
+from rnnlm.architecture import OUTPUT_PARAMS, OutputConfig, output_params, param_shapes
 from rnnlm.backend import RandomStream
 from rnnlm.backend import tensor as tt
 from rnnlm.errors import RnnlmError
 from rnnlm.ops.adaptive_softmax import adaptive_log_softmax
-from rnnlm.output import OutputConfig
 from rnnlm.params import Params, uniform_fan_in
 
 V, K = 23, 6
@@ -25,6 +26,10 @@ def config(softmax, **kwargs):
     return OutputConfig(V, K, softmax, **(defaults | kwargs))
 
 
+def shapes(cfg):
+    return {name: spec.shape for name, spec in output_params(cfg).items()}
+
+
 def build(cfg, seed=0, random=None, counts=COUNTS):
     rng = np.random.default_rng(seed)
     arrays = output.init_params(cfg, rng)
@@ -33,11 +38,11 @@ def build(cfg, seed=0, random=None, counts=COUNTS):
     if cfg.tied:
         arrays["embed/W"] = rng.normal(size=(V, K)) * 0.5
     params = Params(arrays, "float64")
-    layer = output.output_layer(cfg, params, output.make_tables(cfg, counts), random)
+    layer = output.output_layer(cfg, params, output_tables.make_tables(cfg, counts), random)
     return layer, params
 
 
-KINDS = [(kind, tied) for kind in output.SOFTMAX_KINDS for tied in (False, True)]
+KINDS = [(kind, tied) for kind in OUTPUT_PARAMS for tied in (False, True)]
 
 
 @pytest.fixture(scope="module", params=KINDS, ids=[f"{k}{'-tied' if t else ''}" for k, t in KINDS])
@@ -69,8 +74,8 @@ def test_distribution_normalises_and_holds_the_targets_log_probs(compiled):
 
 
 def test_tied_layers_read_the_embedding():
-    for kind in output.SOFTMAX_KINDS:
-        untied, tied = (set(output.param_shapes(config(kind, tied=t))) for t in (False, True))
+    for kind in OUTPUT_PARAMS:
+        untied, tied = (set(shapes(config(kind, tied=t))) for t in (False, True))
         assert untied - tied, kind  # tying removes a matrix...
         assert not any(name.startswith("embed/") for name in untied | tied)  # ...owned upstream
 
@@ -134,24 +139,24 @@ def test_sampled_training_needs_a_random_stream():
 
 def test_frequency_classes():
     counts = np.array([1000 // (i + 1) for i in range(100)])
-    word_class = output.frequency_classes(counts, 10)
+    word_class = output_tables.frequency_classes(counts, 10)
     assert np.all(np.diff(word_class) >= 0)  # contiguous in frequency (here id) order
     assert set(word_class) == set(range(10))
     shares = np.bincount(word_class, weights=counts) / counts.sum()
     assert shares.max() < 0.3  # the top word alone has 19 %
     # Every class gets a word even when the counts run out, and zero counts are fine.
-    assert set(output.frequency_classes(np.zeros(5), 5)) == set(range(5))
-    assert set(output.frequency_classes(np.array([100, 0, 0, 0]), 3)) == {0, 1, 2}
+    assert set(output_tables.frequency_classes(np.zeros(5), 5)) == set(range(5))
+    assert set(output_tables.frequency_classes(np.array([100, 0, 0, 0]), 3)) == {0, 1, 2}
     assert OutputConfig(10_000, 8, "class").n_classes == 100
 
 
 def test_proposals():
-    order = output.frequency_order(COUNTS)
-    q = output.log_uniform_proposal(order)
+    order = output_tables.frequency_order(COUNTS)
+    q = output_tables.log_uniform_proposal(order)
     np.testing.assert_allclose(q.sum(), 1, rtol=1e-12)
     assert q[order[0]] == pytest.approx(math.log(2) / math.log(V + 1))
     assert np.all(np.diff(q[order]) < 0)
-    u = output.unigram_proposal(np.array([16, 1, 0]))
+    u = output_tables.unigram_proposal(np.array([16, 1, 0]))
     np.testing.assert_allclose(u, np.array([8, 1, 1]) / 10)
 
 
@@ -166,7 +171,6 @@ def test_proposals():
         ({"softmax": "adaptive", "div_value": 16.0}, "div_value"),
         ({"div_value": 0.0}, "div_value"),
         ({"samples": 0}, "samples"),
-        ({"sampler": "uniform"}, "sampler"),
     ],
 )
 def test_bad_config_values_name_their_key(kwargs, key):
@@ -195,26 +199,26 @@ def test_default_cutoffs():
 )
 def test_bad_tables_are_an_error(kind, tables, match):
     with pytest.raises(RnnlmError, match=match):
-        output.check_tables(config(kind), tables)
+        output_tables.check_tables(config(kind), tables)
 
 
 def test_good_tables_pass_the_check():
-    for kind in output.SOFTMAX_KINDS:
+    for kind in OUTPUT_PARAMS:
         cfg = config(kind)
-        output.check_tables(cfg, output.make_tables(cfg, COUNTS))
+        output_tables.check_tables(cfg, output_tables.make_tables(cfg, COUNTS))
     with pytest.raises(RnnlmError, match="counts"):
-        output.make_tables(config("class"), COUNTS[:-1])
+        output_tables.make_tables(config("class"), COUNTS[:-1])
 
 
 def test_parameter_names_and_shapes():
-    assert output.param_shapes(config("full")) == {"out/W": (K, V), "out/b": (V,)}
-    assert output.param_shapes(config("sampled", bias=False)) == {"out/W": (K, V)}
-    assert output.param_shapes(config("class", tied=True)) == {
+    assert shapes(config("full")) == {"out/W": (K, V), "out/b": (V,)}
+    assert shapes(config("sampled", bias=False)) == {"out/W": (K, V)}
+    assert shapes(config("class", tied=True)) == {
         "out/class/W": (K, 4),
         "out/class/b": (4,),
         "out/word/b": (V,),
     }
-    assert output.param_shapes(config("adaptive")) == {
+    assert shapes(config("adaptive")) == {
         "out/head/W": (5, K),
         "out/head/b": (5,),
         "out/tail0/P": (3, K),
@@ -222,7 +226,7 @@ def test_parameter_names_and_shapes():
         "out/tail1/P": (1, K),
         "out/tail1/W": (14, 1),
     }
-    tied = output.param_shapes(config("adaptive", tied=True, bias=False))
+    tied = shapes(config("adaptive", tied=True, bias=False))
     assert tied["out/head/clusters"] == (2, K) and "out/head/W" not in tied
 
 
@@ -236,3 +240,37 @@ def test_init_is_the_fan_in_rule_and_the_full_softmax_draws_as_before():
     assert np.abs(adaptive["out/tail0/W"]).max() <= 1 / math.sqrt(3)  # fan-in: its 3 inputs
     scaled = output.init_params(config("class"), np.random.default_rng(5), init_scale=0.01)
     assert all(np.abs(a).max() <= 0.01 for a in scaled.values())
+
+
+def test_the_registries_and_the_choice_lists_agree():
+    assert tuple(OUTPUT_PARAMS) == config_module.SOFTMAXES
+    assert set(output.SOFTMAXES) == set(output_tables.TABLES) == set(OUTPUT_PARAMS)
+    assert tuple(output_tables.PROPOSALS) == config_module.SAMPLERS
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"softmax": "hierarchical"}, "model.softmax"),
+        ({"sampler": "uniform"}, "model.sampler"),
+        ({"cutoffs": "10,5"}, "model.cutoffs"),
+        ({"cutoffs": "2000;10000"}, "model.cutoffs"),
+        ({"cutoffs": "0,5"}, "model.cutoffs"),
+        ({"classes": -1}, "model.classes"),
+        ({"div_value": 0.0}, "model.div_value"),
+        ({"samples": 0}, "model.samples"),
+    ],
+)
+def test_bad_model_config_values_name_their_key(kwargs, key):
+    with pytest.raises(RnnlmError, match=key):
+        config_module.ModelConfig(**kwargs)
+
+
+def test_the_model_config_gives_the_output_layer_its_sizes():
+    model = config_module.ModelConfig(
+        vocab_size=50, hidden_size=8, bidirectional=True, softmax="adaptive", cutoffs="5, 20"
+    )
+    assert model.output == OutputConfig(50, 16, "adaptive", cutoffs=(5, 20))
+    # What the vocabulary decides is checked once it is known: here a cutoff past its end.
+    with pytest.raises(RnnlmError, match="model.cutoffs"):
+        param_shapes(config_module.ModelConfig(vocab_size=20, softmax="adaptive", cutoffs="5,20"))

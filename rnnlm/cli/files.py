@@ -29,6 +29,9 @@ def info(model_path, as_json) -> None:
         f"model: {d['cell']}, {d['layers']} layer(s) of {d['hidden_size']}{direction}, "
         f"{embedding}{d['parameters']:,} parameters"
     )
+    softmax = dict(d["softmax"])
+    details = ", ".join(f"{key} {value}" for key, value in softmax.items() if key != "kind")
+    click.echo(f"output: {softmax['kind']} softmax" + (f" ({details})" if details else ""))
     for name, shape in d["parameter_shapes"].items():
         click.echo(f"  {name:<16} {' x '.join(map(str, shape))}")
     click.echo(f"vocabulary: {d['vocab_size']} {d['level']} tokens")

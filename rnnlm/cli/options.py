@@ -77,6 +77,23 @@ CONFIG_OPTIONS: dict[str, ConfigOption] = {
         "Output layer = embedding transposed (needs embedding size = top hidden size).",
         flag="--tie-weights/--untie-weights",
     ),
+    "model.softmax": ConfigOption(
+        "Output layer: full; class (frequency classes, Mikolov et al. 2011); adaptive "
+        "(Grave et al. 2017, as PyTorch's AdaptiveLogSoftmaxWithLoss); sampled (training only; "
+        "eval, score and sample use the full softmax of the same weights)."
+    ),
+    "model.classes": ConfigOption("--softmax class: word classes; 0 = about sqrt(vocabulary)."),
+    "model.cutoffs": ConfigOption(
+        "--softmax adaptive: where the head and each tail cluster end, in frequency ranks, "
+        "e.g. 2000,10000. Default: 2000,10000,50000,200000, those up to half the vocabulary."
+    ),
+    "model.div_value": ConfigOption(
+        "--softmax adaptive: tail cluster k projects to top size / this^(k+1) units."
+    ),
+    "model.samples": ConfigOption("--softmax sampled: negatives drawn per batch."),
+    "model.sampler": ConfigOption(
+        "--softmax sampled: negatives log-uniform over frequency ranks, or unigram^0.75."
+    ),
     "model.init_scale": ConfigOption("Uniform init in ±this; 0 = the tutorial's ±1/sqrt(fan-in)."),
     "model.identity_init": ConfigOption("Identity recurrent matrix (for rnn-relu)."),
     "model.hard_sigmoid": ConfigOption(
@@ -155,7 +172,7 @@ def config_option(key: str, hint: Any, default: Any) -> Callable:
         kind = click.Choice(CHOICES[key])
     if kind is None:
         kind = next(t for t in (int, float, str) if t is hint or t in typing.get_args(hint))
-    shown = "" if default is None else f"  [default: {default}]"
+    shown = "" if default in (None, "") else f"  [default: {default}]"
     return click.option(
         spec.flag or f"--{dashed}", name, type=kind, default=None, help=spec.help + shown
     )

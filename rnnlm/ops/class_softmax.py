@@ -12,7 +12,7 @@ probabilities, and `ClassNLLGrad` reads the gradient from them: no `exp` in the 
 `ClassLogSoftmax` gives every word's in-class log-probability from full logits (N, V), for
 the next-word distribution.
 
-A class map is three int32 arrays, all from `word_class` (V,) (see `class_tables`):
+A class map is three int32 arrays, all from `word_class` (V,) (`output_tables.class_tables`):
 `members` (V,) lists word ids class by class, and class c is `members[starts[c]:starts[c + 1]]`.
 Nothing assumes a class is a contiguous id range.
 """
@@ -26,22 +26,6 @@ import numpy as np
 from rnnlm.backend import Apply, DisconnectedType, disconnected_type
 from rnnlm.backend import tensor as tt
 from rnnlm.ops.common import SIMD_MATH, OpenMPOp, math_functions
-
-
-def class_tables(word_class: np.ndarray, n_classes: int) -> tuple[np.ndarray, ...]:
-    """(word_class, members, starts) as int32: every word's class, the words of each class
-    in id order, and where each class starts in `members` (C + 1,)."""
-    word_class = np.asarray(word_class)
-    if word_class.ndim != 1 or not np.issubdtype(word_class.dtype, np.integer):
-        raise ValueError("a class map is a vector of integer classes, one per word")
-    if len(word_class) and (word_class.min() < 0 or word_class.max() >= n_classes):
-        raise ValueError(f"a class map's classes must lie in [0, {n_classes})")
-    sizes = np.bincount(word_class, minlength=n_classes)
-    if (sizes == 0).any():
-        raise ValueError(f"class {int(np.argmin(sizes))} of the class map has no words")
-    members = np.argsort(word_class, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    return word_class.astype(np.int32), members.astype(np.int32), starts.astype(np.int32)
 
 
 def _float_matrix(x, what: str):

@@ -154,7 +154,7 @@ def load_models(
                 f"{path}: a bidirectional model cannot score or predict left to right; "
                 "serve a left-to-right model"
             )
-        model = Model(ckpt.config.model, params=ckpt.params, cache=cache)
+        model = Model(ckpt.config.model, params=ckpt.params, cache=cache, tables=ckpt.tables)
         # What every route needs, ready before the first request: scoring, next, sampling.
         for function in ("_log_probs_fn", "_next_fn", "_step_fn"):
             getattr(model, function)
