@@ -17,6 +17,10 @@ Prints one table; every row is measured in the same run:
      (an Aesara float32 dot of two 2000x2000 matrices, i.e. scipy's OpenBLAS sgemm);
   7. the PTB training step with GRU cells (PyTorch: nn.GRU), and 8. with Zaremba et al.'s
      medium sizes (embedding 650, 2x650 LSTM), each in rnnlm and PyTorch, at each thread count.
+  9-11. the PTB-small LSTM with each softmax kind (full, class, adaptive, sampled) on Zipf
+     ids at V = 10,000 and 50,000, PyTorch's AdaptiveLogSoftmaxWithLoss on the same V = 50,000
+     model, and the V = 50,000 output layers alone (see benchlib/softmax.py), at the largest
+     --threads.
 
 Method: contenders that are compared run in turn (A, B, A, B, ...) so that drift of a shared
 machine hits them alike; each figure is the median over repetitions of a fixed amount of
@@ -45,7 +49,11 @@ rnnlm_over_pytorch (rnnlm tokens/s / PyTorch tokens/s; these three null without 
 gemm_peak_gflops, train_step_gflops, gemm_peak_share, rnnlm_ptb_plain_tok_s, fused_over_plain
 (row 3 tokens/s / its plain-graph tokens/s), rnnlm_gru_tok_s, pytorch_gru_tok_s,
 rnnlm_over_pytorch_gru, gru_gemm_peak_share, rnnlm_medium_tok_s, pytorch_medium_tok_s,
-rnnlm_over_pytorch_medium, medium_gemm_peak_share. Also: machine (OPENBLAS_CORETYPE among
+rnnlm_over_pytorch_medium, medium_gemm_peak_share. Rows 9-11: softmax_speedup_ptb and
+softmax_speedup_50k ({"class": x, "adaptive": y, "sampled": z}: whole training steps, tokens/s
+over the full softmax's), adaptive_over_pytorch_50k (rnnlm tokens/s over PyTorch's, whole
+model; null without PyTorch), softmax_output_speedup_50k and adaptive_over_pytorch_50k_output
+(the output layer alone), softmax_cutoffs. Also: machine (OPENBLAS_CORETYPE among
 it), sizes, threads, notes, compile_s (rows 1-2, gru, medium, ptb_plain), wall_s,
 load_average_end, and timings (per contender: median_s, ms_step, tok_s, spread, reps,
 threads).
@@ -64,6 +72,7 @@ from typing import Any
 from benchlib.configs import FULL, QUICK
 from benchlib.report import machine, merge, plot, render
 from benchlib.rows import ptb_rows, ptb_worker, score_cli_row, sentence_rows
+from benchlib.softmax import softmax_rows, softmax_table, softmax_worker
 from benchlib.timing import STARTED
 
 
@@ -93,7 +102,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="thread counts for rows 3, 4, 6, 7 and 8 (default 1,2)",
     )
     parser.add_argument("--plot", type=Path, metavar="PNG", help="also draw tokens/s per contender")
-    parser.add_argument("--worker", choices=("ptb", "compile"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("ptb", "compile", "softmax"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -101,6 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     sizes = QUICK if args.quick else FULL
     sizes_flag = ["--quick"] if args.quick else []
+    if args.worker == "softmax":
+        print(json.dumps(softmax_worker(sizes, args.threads)))
+        return
     if args.worker:
         print(json.dumps(ptb_worker(sizes, args.threads, compile_only=args.worker == "compile")))
         return
@@ -115,9 +127,10 @@ def main(argv: list[str] | None = None) -> None:
     merge(results, sentence_rows(sizes, most))
     merge(results, ptb_rows(sizes, sizes_flag, args.threads))
     merge(results, score_cli_row(sizes, most))
+    merge(results, softmax_rows(sizes_flag, args.threads))
     results["wall_s"] = time.perf_counter() - STARTED
     results["load_average_end"] = os.getloadavg()[0]
-    print(render(results, args.threads, args.quick))
+    print(render(results, args.threads, args.quick, more_rows=softmax_table(results)))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     if args.plot:

@@ -143,8 +143,10 @@ def extras_table(r: dict[str, Any]) -> list[tuple[str, ...]]:
     ]
 
 
-def render(r: dict[str, Any], threads: list[int], quick: bool) -> str:
-    """The header and the one table, columns aligned."""
+def render(
+    r: dict[str, Any], threads: list[int], quick: bool, more_rows: list[tuple[str, ...]] = ()
+) -> str:
+    """The header and the one table, columns aligned; `more_rows` at its end."""
     m = r["machine"]
     header = [
         f"rnnlm {m['rnnlm']} benchmark, {m['date']}{', --quick' if quick else ''}, "
@@ -160,7 +162,7 @@ def render(r: dict[str, Any], threads: list[int], quick: bool) -> str:
         "",
     ]
     columns = ("#", "measurement", "threads", "ms/step", "tokens/s", "spread", "result")
-    rows = [columns, *sentence_table(r), *ptb_table(r, threads), *extras_table(r)]
+    rows = [columns, *sentence_table(r), *ptb_table(r, threads), *extras_table(r), *more_rows]
     widths = [max(len(cells[i]) for cells in rows) for i in range(len(columns))]
     numeric = {2, 3, 4, 5}
     lines = [
