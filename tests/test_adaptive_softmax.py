@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from rnnlm import backend
+from rnnlm.architecture import tail_shapes
 from rnnlm.backend import tensor as tt
 from rnnlm.ops.adaptive_softmax import adaptive_log_probs, adaptive_log_softmax
-from rnnlm.output import tail_shapes
 
 MODES = ["FAST_COMPILE", "FAST_RUN"]
 K, V, CUTOFFS, DIV = 8, 20, (4, 10), 2.0  # head 4 words + 2 clusters; tails of 6 and 10 words

@@ -93,6 +93,7 @@ def test_a_0_1_checkpoint_loads_with_its_config_and_progress(old):
     defaults = Config().to_dict()
     expected = {section: defaults[section] | values for section, values in CONFIG_0_1.items()}
     assert ckpt.config.to_dict() == expected
+    assert ckpt.config.model.softmax == "full" and not ckpt.tables  # no output tables in 0.1
     assert ckpt.progress == PROGRESS_0_1
     assert ckpt.config.model.bptt_truncate == 4
 
