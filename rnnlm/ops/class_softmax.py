@@ -315,7 +315,7 @@ class ClassNLL(_ClassOp):
             probs[offsets[i] : offsets[i + 1]] = e / total
         outputs[0][0], outputs[1][0] = nll, probs
 
-    def grad(self, inputs, output_grads):
+    def pullback(self, inputs, outputs, output_grads):
         h, W, b, y, *tables = inputs
         g_nll, g_probs = output_grads
         if not isinstance(g_probs.type, DisconnectedType):

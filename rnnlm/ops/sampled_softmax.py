@@ -67,7 +67,7 @@ class SampledNLL(OpenMPOp):
         outputs[0][0] = (np.log(total) + top[:, 0] - z[:, 0]).astype(sampled.dtype)
         outputs[1][0] = (e / total[:, None]).astype(sampled.dtype)
 
-    def grad(self, inputs, output_grads):
+    def pullback(self, inputs, outputs, output_grads):
         g_loss, g_probs = output_grads
         if not isinstance(g_probs.type, DisconnectedType):
             raise NotImplementedError("sampled_nll: no gradient through the probabilities")
