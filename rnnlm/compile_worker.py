@@ -78,7 +78,10 @@ def main() -> None:
     slot = claim_slot(Path(sys.argv[1]), int(sys.argv[2]))
     variable = flags.flags_variable(flags.library())
     given = os.environ.get(variable, "")
-    os.environ[variable] = ",".join(part for part in (given, f"base_compiledir={slot}") if part)
+    # compiledir too: a compiledir the user set would otherwise win over base_compiledir, and
+    # every worker would build in the shared folder, one at a time under its lock.
+    private = f"base_compiledir={slot},compiledir={slot / 'modules'}"
+    os.environ[variable] = ",".join(part for part in (given, private) if part)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # anything the library prints must not corrupt the replies
     while (request := read_message(stdin)) is not None:
