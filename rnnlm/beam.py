@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rnnlm.errors import SettingError
+from rnnlm.generate import check_lengths
 from rnnlm.loading import open_model, tokenize_like_training
 from rnnlm.vocab import Vocabulary
 
@@ -76,15 +77,7 @@ def beam_search(
     first (see the module docstring for what is scored and how)."""
     if beams < 1:
         raise SettingError("the beam must hold at least 1 hypothesis:", {"beam": None})
-    if not 1 <= min_length <= max_length:
-        raise SettingError(
-            "a sentence's minimum length must be at least 1 and at most its maximum:",
-            {"min_length": None, "max_length": None},
-        )
-    if len(prompt) >= max_length:
-        raise SettingError(
-            "the prompt is already as long as a sentence may be:", {"max_length": None}
-        )
+    check_lengths(prompt, min_length, max_length)
     states = model.initial_states(1)
     for token_id in [vocab.start_id, *vocab.ids(prompt)]:
         logits, states = model.step(np.array([token_id], dtype=np.int32), states)

@@ -59,15 +59,7 @@ def sample(
             "likeliest word, use",
             {"greedy": None},
         )
-    if not 1 <= min_length <= max_length:
-        raise SettingError(
-            "a sentence's minimum length must be at least 1 and at most its maximum:",
-            {"min_length": None, "max_length": None},
-        )
-    if len(prompt) >= max_length:
-        raise SettingError(
-            "the prompt is already as long as a sentence may be:", {"max_length": None}
-        )
+    check_lengths(prompt, min_length, max_length)
     states = model.initial_states(n)
     sentences: list[list[tuple[str, float]]] = [[] for _ in range(n)]
     forced = [vocab.start_id, *vocab.ids(prompt)]
@@ -105,6 +97,19 @@ def sample(
         if done.all():
             break
     return sentences
+
+
+def check_lengths(prompt: Sequence[str], min_length: int, max_length: int) -> None:
+    """Refuse sentence-length bounds that no sentence can meet (sampling and beam search)."""
+    if not 1 <= min_length <= max_length:
+        raise SettingError(
+            "a sentence's minimum length must be at least 1 and at most its maximum:",
+            {"min_length": None, "max_length": None},
+        )
+    if len(prompt) >= max_length:
+        raise SettingError(
+            "the prompt is already as long as a sentence may be:", {"max_length": None}
+        )
 
 
 def nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:

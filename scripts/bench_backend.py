@@ -42,25 +42,14 @@ THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
 def ptb_worker(steps: int, reps: int) -> dict[str, Any]:
     """In a fresh process: compile the PTB step (timed), then time training."""
     import numpy as np
+    from benchlib.configs import PTB as config
+    from benchlib.configs import PTB_TRAIN as train
 
     from rnnlm import backend
     from rnnlm.batches import stream_batches
-    from rnnlm.config import ModelConfig, TrainConfig
     from rnnlm.model import Model
     from rnnlm.optim import updates_for
 
-    config = ModelConfig(
-        cell="lstm",
-        vocab_size=10_000,
-        embedding_size=200,
-        hidden_size=200,
-        layers=2,
-        init_scale=0.1,
-        bptt_truncate=-1,
-    )
-    train = TrainConfig(
-        mode="stream", batch_size=20, bptt=35, optimizer="sgd", learning_rate=1.0, clip_norm=5.0
-    )
     model = Model(config)
     lr = backend.shared(np.asarray(train.learning_rate, dtype=config.dtype), name="lr")
     rng = np.random.default_rng(0)
