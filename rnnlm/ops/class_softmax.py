@@ -25,28 +25,14 @@ import numpy as np
 
 from rnnlm.backend import Apply, DisconnectedType, disconnected_type
 from rnnlm.backend import tensor as tt
-from rnnlm.ops.common import SIMD_MATH, OpenMPOp, math_functions
-
-
-def _float_matrix(x, what: str):
-    x = tt.as_tensor_variable(x)
-    if x.ndim != 2 or x.dtype not in ("float32", "float64"):
-        raise TypeError(f"{what} must be a float matrix, got {x.type}")
-    return x
-
-
-def _int32_vector(x, what: str):
-    x = tt.as_tensor_variable(x)
-    if x.ndim != 1 or x.dtype != "int32":
-        raise TypeError(f"{what} must be an int32 vector, got {x.type}")
-    return x
+from rnnlm.ops.common import SIMD_MATH, OpenMPOp, float_tensor, int32_vector, math_functions
 
 
 def _tables(word_class, members, starts):
     return (
-        _int32_vector(word_class, "word_class"),
-        _int32_vector(members, "members"),
-        _int32_vector(starts, "starts"),
+        int32_vector(word_class, "word_class"),
+        int32_vector(members, "members"),
+        int32_vector(starts, "starts"),
     )
 
 
@@ -286,11 +272,11 @@ class ClassNLL(_ClassOp):
     (-log p(y_i | class(y_i), h_i) (N,), the in-class probabilities of every row, flat)."""
 
     def make_node(self, h, W, b, y, word_class, members, starts):
-        h, W = _float_matrix(h, "class_nll's h"), _float_matrix(W, "class_nll's W")
+        h, W = float_tensor(h, 2, "class_nll's h"), float_tensor(W, 2, "class_nll's W")
         W, b = W.astype(h.dtype), tt.as_tensor_variable(b).astype(h.dtype)
         if b.ndim != 1:
             raise TypeError(f"class_nll needs a bias vector (V,), got {b.type}")
-        y = _int32_vector(y, "class_nll's targets")
+        y = int32_vector(y, "class_nll's targets")
         tables = _tables(word_class, members, starts)
         outputs = [tt.vector(dtype=h.dtype), tt.vector(dtype=h.dtype)]
         return Apply(self, [h, W, b, y, *tables], outputs)
@@ -376,10 +362,10 @@ class ClassNLLGrad(_ClassOp):
     the gradients of sum(g * nll). dW and db are dense, zero outside the batch's classes."""
 
     def make_node(self, g, probs, h, W, y, word_class, members, starts):
-        h, W = _float_matrix(h, "h"), _float_matrix(W, "W").astype(h.dtype)
+        h, W = float_tensor(h, 2, "h"), float_tensor(W, 2, "W").astype(h.dtype)
         g = tt.as_tensor_variable(g).astype(h.dtype)
         probs = tt.as_tensor_variable(probs).astype(h.dtype)
-        y = _int32_vector(y, "targets")
+        y = int32_vector(y, "targets")
         tables = _tables(word_class, members, starts)
         outputs = [h.type(), W.type(), tt.vector(dtype=h.dtype)]
         return Apply(self, [g, probs, h, W, y, *tables], outputs)
@@ -452,9 +438,9 @@ class ClassLogSoftmax(_ClassOp):
     For the next-word distribution only: no gradient (training uses `ClassNLL`)."""
 
     def make_node(self, logits, members, starts):
-        logits = _float_matrix(logits, "class_log_softmax's logits")
-        members = _int32_vector(members, "members")
-        starts = _int32_vector(starts, "starts")
+        logits = float_tensor(logits, 2, "class_log_softmax's logits")
+        members = int32_vector(members, "members")
+        starts = int32_vector(starts, "starts")
         return Apply(self, [logits, members, starts], [logits.type()])
 
     def perform(self, node, inputs, outputs):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rnnlm.backend import COp
+from rnnlm.backend import tensor as tt
 
 # Vectorised expf/exp (and tanh) from glibc's libmvec, and rows spread over OpenMP threads.
 COMPILE_ARGS = ["-fopenmp", "-fno-math-errno"]
@@ -11,6 +12,22 @@ SIMD_MATH = """
 extern float expf(float) __attribute__((simd("notinbranch")));
 extern double exp(double) __attribute__((simd("notinbranch")));
 """
+
+
+def float_tensor(x, ndim: int, what: str):
+    """`x` as a symbolic float32/float64 tensor of `ndim` dimensions, or a TypeError naming it."""
+    x = tt.as_tensor_variable(x)
+    if x.ndim != ndim or x.dtype not in ("float32", "float64"):
+        raise TypeError(f"{what} must be a float tensor of {ndim} dims, got {x.type}")
+    return x
+
+
+def int32_vector(x, what: str):
+    """`x` as a symbolic int32 vector, or a TypeError naming it."""
+    x = tt.as_tensor_variable(x)
+    if x.ndim != 1 or x.dtype != "int32":
+        raise TypeError(f"{what} must be an int32 vector, got {x.type}")
+    return x
 
 
 def math_functions(dtype: str) -> tuple[str, str]:

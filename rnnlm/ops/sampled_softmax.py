@@ -20,21 +20,7 @@ import numpy as np
 
 from rnnlm.backend import Apply, DisconnectedType, disconnected_type
 from rnnlm.backend import tensor as tt
-from rnnlm.ops.common import SIMD_MATH, OpenMPOp, math_functions
-
-
-def _float(x, ndim: int, what: str):
-    x = tt.as_tensor_variable(x)
-    if x.ndim != ndim or x.dtype not in ("float32", "float64"):
-        raise TypeError(f"sampled_nll's {what} must be a float tensor of {ndim} dims, got {x.type}")
-    return x
-
-
-def _int32_vector(x, what: str):
-    x = tt.as_tensor_variable(x)
-    if x.ndim != 1 or x.dtype != "int32":
-        raise TypeError(f"sampled_nll's {what} must be an int32 vector, got {x.type}")
-    return x
+from rnnlm.ops.common import SIMD_MATH, OpenMPOp, float_tensor, int32_vector, math_functions
 
 
 class SampledNLL(OpenMPOp):
@@ -42,12 +28,17 @@ class SampledNLL(OpenMPOp):
     -> (loss (N,), probabilities (N, 1 + S): the target's in column 0, 0 on accidental hits)."""
 
     def make_node(self, true, true_offset, sampled, sampled_offset, y, samples):
-        sampled = _float(sampled, 2, "sampled logits")
+        sampled = float_tensor(sampled, 2, "sampled_nll's sampled logits")
         dtype = sampled.dtype
-        true = _float(true, 1, "true logits").astype(dtype)
-        true_offset = _float(true_offset, 1, "true offsets").astype(dtype)
-        sampled_offset = _float(sampled_offset, 1, "sampled offsets").astype(dtype)
-        y, samples = _int32_vector(y, "targets"), _int32_vector(samples, "samples")
+        true = float_tensor(true, 1, "sampled_nll's true logits").astype(dtype)
+        true_offset = float_tensor(true_offset, 1, "sampled_nll's true offsets").astype(dtype)
+        sampled_offset = float_tensor(sampled_offset, 1, "sampled_nll's sampled offsets").astype(
+            dtype
+        )
+        y, samples = (
+            int32_vector(y, "sampled_nll's targets"),
+            int32_vector(samples, "sampled_nll's samples"),
+        )
         inputs = [true, true_offset, sampled, sampled_offset, y, samples]
         return Apply(self, inputs, [tt.vector(dtype=dtype), tt.matrix(dtype=dtype)])
 
@@ -159,8 +150,8 @@ class SampledNLLGrad(OpenMPOp):
     column sums (S,), in float64 per thread."""
 
     def make_node(self, g, probs):
-        probs = _float(probs, 2, "probabilities")
-        g = _float(g, 1, "gradient").astype(probs.dtype)
+        probs = float_tensor(probs, 2, "sampled_nll's probabilities")
+        g = float_tensor(g, 1, "sampled_nll's gradient").astype(probs.dtype)
         outputs = [g.type(), probs.type(), g.type()]
         return Apply(self, [g, probs], outputs)
 
