@@ -16,7 +16,7 @@ import numpy as np
 from rnnlm import checkpoint
 from rnnlm.config import Config
 from rnnlm.corpus import decode_utf8, load_corpus
-from rnnlm.errors import RnnlmError
+from rnnlm.errors import RnnlmError, SettingError
 from rnnlm.vocab import (
     Vocabulary,
     build_vocabulary,
@@ -74,7 +74,11 @@ def load_training_data(
     data = config.data
     if data.prepared:
         if words is not None:
-            raise RnnlmError("a prepared folder brings its own vocabulary: give --vocab a corpus")
+            raise SettingError(
+                "a prepared folder brings its own vocabulary: to fix one, train on a corpus;"
+                " or drop",
+                {"vocab": None},
+            )
         return _prepared_data(config, vocab)
     corpus = load_corpus(data.corpus, data)
     sentences = corpus.sentences

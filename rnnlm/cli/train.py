@@ -41,7 +41,7 @@ PREPARE_KEYS = tuple(
 )
 @path_option(
     "--vocab",
-    "vocab_file",
+    "vocab",
     help="Fix the vocabulary: a file of one token a line (`rnnlm vocab` writes one; a tab "
     "and a count may follow each token), or a model file whose vocabulary to take. The "
     "markers and the unknown token are added if missing.",
@@ -54,9 +54,7 @@ PREPARE_KEYS = tuple(
 @quiet_option
 @cache_option
 @json_option
-def train(
-    config_file, resume, init_from, vocab_file, out, quiet, cache, as_json, **options
-) -> None:
+def train(config_file, resume, init_from, vocab, out, quiet, cache, as_json, **options) -> None:
     """Tokenize a corpus, build a vocabulary and train an RNN language model.
 
     The loss (cross-entropy per token, in nats) is printed at every evaluation;
@@ -74,7 +72,7 @@ def train(
         config_file=config_file,
         resume=resume,
         init_from=init_from,
-        vocab=vocab_file,
+        vocab=vocab,
         show_progress=show_progress(quiet),
         cache=cache,
     )
