@@ -17,14 +17,8 @@ from rnnlm.backend import tensor as tt
 from rnnlm.cells import CELLS
 from rnnlm.config import ModelConfig
 from rnnlm.model import masked
-from rnnlm.ops.recurrent import (
-    SPECS,
-    FusedStep,
-    FusedStepGrad,
-    numpy_forward,
-    recurrent_weights,
-    transposed,
-)
+from rnnlm.ops.recurrent import FusedStep, FusedStepGrad, recurrent_weights, transposed
+from rnnlm.ops.recurrent_numpy import SPECS, numpy_forward
 
 MODES = ["FAST_COMPILE", "FAST_RUN"]
 VARIANTS = [("rnn-tanh", False), ("rnn-relu", False), ("gru", False), ("gru", True)]
