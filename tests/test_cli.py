@@ -353,6 +353,16 @@ def test_the_command_line_and_every_help_start_without_the_tensor_library():
     assert helped.stdout.splitlines()[-1] == ""  # none of them imported
 
 
+def test_python_dash_m_rnnlm_is_the_command():
+    done = subprocess.run(
+        [sys.executable, "-m", "rnnlm", "sample", "--no-such-option"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2  # click's usage error, under the command's own name
+    assert "Usage: rnnlm sample" in done.stderr
+
+
 def test_every_option_has_help_text():
     for command in main.commands.values():
         for param in command.params:
