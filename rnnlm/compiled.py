@@ -8,11 +8,8 @@
     a JSON pointer to the .fn entry and the names of its shared variables: found before
     any graph is built, so a model's own functions load without building one
 
-The key is a digest of the graph itself (every op, its properties, types, constants and
-scan's inner graphs), the compile mode and call options, and the versions of everything
-that turns a graph into code (rnnlm, the tensor library, numpy, Python, the compiler flags,
-our C ops' `c_code_cache_version` and source). So any change that shapes the graph - config,
-optimizer settings, code - is a different entry, and nothing has to list what matters.
+This module holds the cache and its folder; the keys are made in `compiled_key`, an entry's
+bytes in `compiled_entry`.
 
 A pickle is code. The cache reads only `<root>/<hex>.fn` and `.alias`, names it computes
 itself, in a folder of its own (0700, owned by this user); files that are links, someone
@@ -23,53 +20,32 @@ else's, or writable by others are never opened. Entries are written atomically a
 from __future__ import annotations
 
 import contextlib
-import copyreg
 import dataclasses
-import functools
 import hashlib
-import inspect
-import io
 import json
 import logging
 import os
-import pickle
 import stat
-import struct
-import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from rnnlm import __version__, backend
+from rnnlm import backend
+from rnnlm.compiled_entry import pack, unpack
+from rnnlm.compiled_key import (
+    Unfingerprintable,
+    cache_key,
+    canonical_json,
+    graph_fingerprint,
+    recipe_key,
+)
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
-MAGIC = b"rnnlm-fn"
 ENTRY, ALIAS = ".fn", ".alias"  # a pickled function; a recipe's JSON pointer to one
 DEFAULT_MAX_BYTES = 2 * 1024**3  # oldest entries go first beyond this
-# Compiler and linker settings that change the code made from the same graph.
-FLAGS = (
-    "floatX",
-    "cxx",
-    "gcc__cxxflags",
-    "blas__ldflags",
-    "openmp",
-    "linker",
-    "optimizer",
-    "optimizer_excluding",
-    "optimizer_including",
-    "optimizer_requiring",
-    "allow_gc",
-    "scan__allow_gc",
-    "scan__allow_output_prealloc",
-    "cast_policy",
-    "compute_test_value",
-)
 
 
 def default_dir() -> Path:
@@ -82,10 +58,6 @@ def default_dir() -> Path:
 def user_cache(enabled: bool = True) -> FunctionCache | None:
     """The user's cache (`default_dir()`), or None when `enabled` is false (`--no-cache`)."""
     return FunctionCache() if enabled else None
-
-
-class Unfingerprintable(ValueError):
-    """Part of a graph has no stable description; its function is compiled, never cached."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +138,7 @@ class FunctionCache:
         and the entry's shared variables to names; no pickle is read on the alias's word
         alone: the entry is validated against its own full key as always.
         """
-        key = cache_key(recipe=_Describer().value(dict(recipe)), sources=source_digest())
+        key = recipe_key(recipe)
         alias_path = self._path(key, ALIAS)
         if self.usable():
             fn = self._load_alias(alias_path, key, shared)
@@ -189,7 +161,7 @@ class FunctionCache:
                     "entry_key": entry_key,
                     "shared": [names[id(var)] for var in entry_shared],
                 }
-                self._write(alias_path, _canonical_json(alias))
+                self._write(alias_path, canonical_json(alias))
         return fn
 
     # -- the folder -------------------------------------------------------------------------
@@ -216,7 +188,7 @@ class FunctionCache:
 
     def _path(self, key: Mapping, suffix: str) -> Path:
         """The only file a key may be read from: a hex name the cache computed, in its root."""
-        return self.root / (hashlib.sha256(_canonical_json(key)).hexdigest() + suffix)
+        return self.root / (hashlib.sha256(canonical_json(key)).hexdigest() + suffix)
 
     def files(self) -> list[Path]:
         """Every entry and alias in the folder."""
@@ -265,7 +237,7 @@ class FunctionCache:
         if data is None:
             return None
         try:
-            fn = _unpack(data, key, shared)
+            fn = unpack(data, key, shared)
         except Exception as error:  # anything at all: the entry is rebuilt
             log.debug("compiled-function cache: rebuilding %s (%s)", path.name, error)
             self.stats.rebuilt += 1
@@ -280,7 +252,7 @@ class FunctionCache:
             return None
         try:
             alias = json.loads(data)
-            if alias["key"] != json.loads(_canonical_json(key)):
+            if alias["key"] != json.loads(canonical_json(key)):
                 raise ValueError("key mismatch")
             entry_key = alias["entry_key"]
             entry_path = self._path(entry_key, ENTRY)  # recomputed: the alias names no path
@@ -300,7 +272,7 @@ class FunctionCache:
 
     def _save_entry(self, path: Path, key: Mapping, fn: Callable, shared: Sequence) -> None:
         try:
-            data = _pack(key, fn, shared)
+            data = pack(key, fn, shared)
         except Exception as error:  # an op that does not pickle: just not cached
             log.debug("compiled-function cache: cannot pickle (%s)", error)
             self.stats.uncacheable += 1
@@ -339,301 +311,7 @@ class FunctionCache:
             total -= size
 
 
-# -- the key ----------------------------------------------------------------------------------
-
-
-def cache_key(**what: Any) -> dict[str, Any]:
-    """`what` (a graph fingerprint, or a recipe and our sources' digest) and the versions of
-    everything that turns a graph into code; stored in the file and compared on load."""
-    return {
-        "format": FORMAT,
-        "rnnlm": __version__,
-        "library": backend.NAME,
-        "library_version": backend.VERSION,
-        "numpy": np.__version__,
-        "python": list(sys.version_info[:3]),
-        "flags": {name: str(getattr(backend.config, name, None)) for name in FLAGS},
-        **what,
-    }
-
-
-@functools.lru_cache(maxsize=1)
-def source_digest() -> str:
-    """sha256 over rnnlm's own Python sources: any code change makes new recipe keys."""
-    package = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
-def graph_fingerprint(
-    inputs: Sequence, outputs: Sequence | Any, updates: Mapping, mode: Any, options: Mapping
-) -> tuple[list, str]:
-    """The shared variables of a graph, in a fixed order, and a digest of the whole graph."""
-    outs = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
-    describer = _Describer()
-    description = {
-        "graph": describer.graph(list(inputs), [*outs, *updates.values()], list(updates)),
-        "single_output": not isinstance(outputs, list | tuple),
-        "mode": _describe_mode(mode),
-        "options": describer.value(dict(options)),
-        "ops": describer.op_versions(),
-    }
-    digest = hashlib.sha256(_canonical_json(description)).hexdigest()
-    return describer.shared, digest
-
-
-class _Describer:
-    """A deterministic, JSON-able description of graphs: no object ids, no auto names."""
-
-    def __init__(self) -> None:
-        self.shared: list = []  # shared variables in order of first appearance
-        self._our_ops: dict[str, Any] = {}  # class name -> one instance
-
-    def graph(self, inputs: list, outputs: list, extra_shared: list = ()) -> dict:
-        ids: dict[int, int] = {}
-        leaves = []
-
-        def number(var) -> int:
-            key = id(var)
-            if key not in ids:
-                ids[key] = len(ids)
-                leaves.append(self.leaf(var, inputs))
-            return ids[key]
-
-        for var in inputs:
-            number(var)
-        nodes = []
-        for node in _toposort(outputs):
-            args = [number(var) for var in node.inputs]
-            nodes.append([self.op(node.op), args, [self.value(out.type) for out in node.outputs]])
-            for out in node.outputs:
-                ids[id(out)] = len(ids)
-                leaves.append(None)
-        results = [number(var) for var in outputs]
-        for var in extra_shared:  # updated, perhaps never read
-            number(var)
-        return {"leaves": leaves, "nodes": nodes, "outputs": results}
-
-    def leaf(self, var, inputs: list) -> list:
-        if isinstance(var, backend.SharedVariable):
-            self.shared.append(var)
-            return ["shared", len(self.shared) - 1, self.value(var.type)]
-        if var.owner is None and hasattr(var, "data"):
-            return ["constant", self.value(var.type), self.value(var.data)]
-        if any(var is given for given in inputs):
-            return ["input", var.name, self.value(var.type)]
-        raise Unfingerprintable(f"a free variable {var} that is not an input")
-
-    def op(self, op) -> list:
-        cls = type(op)
-        name = f"{cls.__module__}.{cls.__qualname__}"
-        if cls.__module__.startswith("rnnlm"):
-            self._our_ops.setdefault(name, op)
-        inner = getattr(op, "fgraph", None)
-        if inner is not None and hasattr(inner, "apply_nodes"):  # scan and friends
-            inner_description = self.graph(list(inner.inputs), list(inner.outputs))
-            attributes = {
-                key: self.value(value)
-                for key, value in sorted(vars(op).items())
-                if not key.startswith("_") and key not in ("fgraph", "mode_instance")
-            }
-            return [name, attributes, inner_description]
-        return [name, self.object_state(op)]
-
-    def object_state(self, obj) -> Any:
-        props = getattr(obj, "__props__", None)
-        if props is not None:
-            return {prop: self.value(getattr(obj, prop)) for prop in props}
-        state = getattr(obj, "__dict__", None)
-        if state is not None:
-            return {
-                key: self.value(value)
-                for key, value in sorted(state.items())
-                if not key.startswith("_")
-            }
-        return _plain_repr(obj)
-
-    def value(self, value) -> Any:
-        if value is None or isinstance(value, bool | int | str):
-            return value
-        if isinstance(value, float):
-            return repr(value)  # nan and inf are not JSON
-        if isinstance(value, np.ndarray | np.generic):
-            array = np.ascontiguousarray(value)
-            if array.dtype.hasobject:
-                raise Unfingerprintable("a constant holding Python objects")
-            digest = hashlib.sha256(array.tobytes()).hexdigest()
-            return ["array", str(array.dtype), list(array.shape), digest]
-        if isinstance(value, list | tuple):
-            return [self.value(item) for item in value]
-        if isinstance(value, dict):
-            return sorted(([self.value(k), self.value(v)] for k, v in value.items()), key=str)
-        if isinstance(value, set | frozenset):
-            return sorted((self.value(item) for item in value), key=str)
-        if hasattr(value, "provided_linker"):  # a Mode
-            return _describe_mode(value)
-        if inspect.isfunction(value) or inspect.isclass(value) or inspect.isbuiltin(value):
-            return f"{value.__module__}.{value.__qualname__}"
-        if dataclasses.is_dataclass(value):
-            return [type(value).__qualname__, self.value(dataclasses.asdict(value))]
-        if hasattr(value, "__props__") or hasattr(value, "__dict__"):  # ops, types, ...
-            kind = type(value)
-            return [f"{kind.__module__}.{kind.__qualname__}", self.object_state(value)]
-        return _plain_repr(value)
-
-    def op_versions(self) -> list:
-        """Our own C ops: their cache versions and a digest of their source files."""
-        versions = []
-        for name, op in sorted(self._our_ops.items()):
-            try:
-                source = inspect.getsourcefile(type(op))
-                digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
-            except (OSError, TypeError) as error:
-                raise Unfingerprintable(f"no source for {name}") from error
-            version = getattr(op, "c_code_cache_version", None)
-            versions.append([name, self.value(version() if version else None), digest])
-        return versions
-
-
-def _toposort(outputs: list) -> list:
-    """The Apply nodes behind `outputs`, inputs before users, in a fixed order (no recursion)."""
-    order, done = [], set()
-    stack = [var.owner for var in reversed(outputs) if var.owner is not None]
-    while stack:
-        node = stack[-1]
-        if node in done:
-            stack.pop()
-            continue
-        pending = [var.owner for var in node.inputs if var.owner is not None]
-        pending = [owner for owner in pending if owner not in done]
-        if pending:
-            stack.extend(reversed(pending))
-        else:
-            done.add(node)
-            order.append(node)
-            stack.pop()
-    return order
-
-
-def _describe_mode(mode) -> Any:
-    if mode is None or isinstance(mode, str):
-        return mode
-    return [_plain_repr(mode.provided_linker), _describe_rewrites(mode.provided_optimizer)]
-
-
-def _describe_rewrites(query) -> Any:
-    """A RewriteDatabaseQuery by its fields: what it includes, excludes and requires (its
-    repr is an address, and on PyTensor so is its str's every set)."""
-    if not hasattr(query, "include"):
-        return _plain_repr(str(query))
-    return {
-        "include": list(query.include),
-        "exclude": list(query.exclude),
-        "require": list(query.require),
-        "subquery": [[name, _describe_rewrites(q)] for name, q in sorted(query.subquery.items())],
-        "position_cutoff": repr(query.position_cutoff),
-        "extra_rewrites": [_plain_repr(rewrite) for rewrite in query.extra_rewrites],
-    }
-
-
-def _plain_repr(value) -> str:
-    text = repr(value)
-    if " at 0x" in text or " object at " in text:
-        raise Unfingerprintable(f"no stable description of {type(value).__qualname__}")
-    return text
-
-
-def _canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-
-
-# -- the entry format -------------------------------------------------------------------------
-#
-#   MAGIC | u32 header length | header (JSON key) | sha256(payload) | payload (pickle)
-#
-# The payload leaves out every shared variable and its storage ("persistent ids"): loading
-# puts the caller's own in their place, so the function reads and updates the caller's
-# parameters, and the pickle holds no weights.
-
-
-def _pack(key: Mapping, fn: Callable, shared: Sequence) -> bytes:
-    buffer = io.BytesIO()
-    _SharedOutPickler(buffer, shared, type(fn)).dump(fn)
-    payload = buffer.getvalue()
-    header = _canonical_json(key)
-    return b"".join(
-        [MAGIC, struct.pack("<I", len(header)), header, hashlib.sha256(payload).digest(), payload]
-    )
-
-
-def _unpack(data: bytes, key: Mapping, shared: Sequence) -> Callable:
-    if not data.startswith(MAGIC):
-        raise ValueError("not an entry")
-    start = len(MAGIC) + 4
-    (length,) = struct.unpack("<I", data[len(MAGIC) : start])
-    header, rest = data[start : start + length], data[start + length :]
-    if json.loads(header) != json.loads(_canonical_json(key)):
-        raise ValueError("key mismatch")
-    digest, payload = rest[:32], rest[32:]
-    if hashlib.sha256(payload).digest() != digest:
-        raise ValueError("payload digest mismatch")
-    fn = _SharedInUnpickler(io.BytesIO(payload), shared).load()
-    _check_rebound(fn, shared)
-    return fn
-
-
-class _SharedOutPickler(pickle.Pickler):
-    def __init__(self, file, shared: Sequence, function_type: type) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self._ids = {}
-        for index, var in enumerate(shared):
-            self._ids[id(var)] = ("shared", index)
-            self._ids[id(var.container)] = ("container", index)
-        # copyreg's table too: numpy registers its ufuncs' reducer there (an op may hold one)
-        self.dispatch_table = {**copyreg.dispatch_table, function_type: _reduce_function}
-
-    def persistent_id(self, obj):
-        return self._ids.get(id(obj))
-
-
-class _SharedInUnpickler(pickle.Unpickler):
-    def __init__(self, file, shared: Sequence) -> None:
-        super().__init__(file)
-        self._shared = shared
-
-    def persistent_load(self, pid):
-        kind, index = pid
-        var = self._shared[index]
-        return var if kind == "shared" else var.container
-
-
-def _reduce_function(fn):
-    """A compiled function without its input values (the library's own reducer pickles them
-    all, and checks on load that they are unchanged: our weights will have moved on).
-
-    A shared input's storage is its variable's container (a persistent id); an explicit input
-    starts empty, as it does when compiled."""
-    storage = [given.value if given.implicit else None for given in fn.maker.inputs]
-    return _rebuild_function, (fn.maker, storage, fn.trust_input, fn.name)
-
-
-def _rebuild_function(maker, input_storage, trust_input, name):
-    # No `trustme=True`: it does nothing on Aesara 2.9, and PyTensor's maker has no such argument.
-    fn = maker.create(input_storage)
-    fn.trust_input = trust_input
-    fn.name = name
-    return fn
-
-
-def _check_rebound(fn, shared: Sequence) -> None:
-    """Every shared input of the loaded function is one of the caller's containers."""
-    cells = {id(var.container.storage) for var in shared}
-    for given, storage in zip(fn.maker.inputs, fn.input_storage, strict=True):
-        if given.implicit and id(storage.storage) not in cells:
-            raise ValueError(f"shared input {given.variable} was not rebound")
+# -- file names -------------------------------------------------------------------------------
 
 
 def _cache_file_kind(name: str) -> str | None:

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from rnnlm import backend
-from rnnlm.compiled import ALIAS, ENTRY, MAGIC, FunctionCache, default_dir
+from rnnlm.compiled import ALIAS, ENTRY, FunctionCache, default_dir
+from rnnlm.compiled_entry import MAGIC
 from rnnlm.config import ModelConfig, TrainConfig
 from rnnlm.model import Model
 from rnnlm.optim import updates_for
