@@ -168,7 +168,8 @@ def test_every_command_runs(trained, corpus):
 def test_the_service_scores_as_the_command_line_does(trained):
     pytest.importorskip("fastapi")
     from rnnlm.generate import score_texts
-    from rnnlm.serve.app import Limits, load_models
+    from rnnlm.serve.limits import Limits
+    from rnnlm.serve.served import load_models
 
     kind, path = trained
     served = load_models({"m": path}, Limits())["m"]

@@ -3,7 +3,9 @@
     client --JSON--> FastAPI route (validate, tokenize, bound) --> Batcher (per model and kind)
            <--JSON-- ................................ one compiled call for many requests
 
-`limits` bounds every request, `batcher` merges concurrent ones, `app` holds the routes,
-`server` runs uvicorn (drains in-flight requests on SIGTERM). FastAPI and uvicorn come from
-the optional `rnnlm[serve]` extra; nothing imports them until a service is started.
+`schemas` are the request bodies, `limits` bounds every request, `served` holds the loaded
+models, `batcher` merges concurrent requests, `app` holds the routes, `errors` the refusals
+(one-line 4xx), `server` runs uvicorn (drains in-flight requests on SIGTERM). FastAPI and
+uvicorn come from the optional `rnnlm[serve]` extra; nothing imports them until a service is
+started.
 """

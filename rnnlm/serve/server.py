@@ -40,7 +40,8 @@ def run(
     import uvicorn
 
     from rnnlm.parallel_compile import close_workers
-    from rnnlm.serve.app import create_app, load_models
+    from rnnlm.serve.app import create_app
+    from rnnlm.serve.served import load_models
 
     served = load_models(models, limits, cache)
     close_workers()  # everything is compiled: no compile workers idling beside the service
