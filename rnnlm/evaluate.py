@@ -26,7 +26,7 @@ from rnnlm.vocab import Vocabulary
 
 if TYPE_CHECKING:
     from rnnlm.compiled import FunctionCache
-    from rnnlm.ngram import Interpolation, WeightFit
+    from rnnlm.interpolation import Interpolation, WeightFit
 
 BATCH_SIZE = 64
 STREAM_BPTT = 100
@@ -177,7 +177,7 @@ def tune_weight(
     """`rnnlm tune-weight`: the n-gram weight λ that maximises the likelihood of `corpus`
     (held-out text, read as the training corpus was) under λ·p_ngram + (1 − λ)·p_rnn, by EM
     from `ngram.weight`; with the perplexities of both models and of their mixture."""
-    from rnnlm.ngram import fit_on
+    from rnnlm.interpolation import fit_on
 
     model, ckpt = open_model(path, left_to_right="report a perplexity", cache=cache)
     sentences = read_like_training(ckpt.config.data, corpus, format, column)

@@ -23,7 +23,7 @@ from rnnlm.vocab import Vocabulary
 
 if TYPE_CHECKING:
     from rnnlm.compiled import FunctionCache
-    from rnnlm.ngram import Interpolation
+    from rnnlm.interpolation import Interpolation
 
 MIN_TEMPERATURE = 1e-3  # below it, logits / T overflows float64
 

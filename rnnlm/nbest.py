@@ -29,7 +29,7 @@ from rnnlm.loading import open_model, tokenize_like_training
 
 if TYPE_CHECKING:
     from rnnlm.compiled import FunctionCache
-    from rnnlm.ngram import Interpolation
+    from rnnlm.interpolation import Interpolation
 
 LAYOUTS = "'text', 'id ||| text ||| score' or Moses' 'id ||| text ||| features ||| total'"
 

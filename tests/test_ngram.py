@@ -11,19 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 from rnnlm import checkpoint
+from rnnlm.arpa import read_arpa
 from rnnlm.cli import main
 from rnnlm.config import Config, DataConfig, ModelConfig
 from rnnlm.errors import RnnlmError
+from rnnlm.interpolation import Interpolation, fit_weight, mix, ngram_words
 from rnnlm.model import init_params
-from rnnlm.ngram import (
-    Interpolation,
-    fit_weight,
-    kenlm_available,
-    mix,
-    ngram_words,
-    open_ngram,
-    read_arpa,
-)
+from rnnlm.ngram import kenlm_available, open_ngram
 from rnnlm.vocab import build_vocabulary, count_tokens
 
 # A trigram model small enough to score by hand. Backoffs: <s> -0.5, a -0.3, b -0.2,

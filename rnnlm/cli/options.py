@@ -314,11 +314,11 @@ def ngram_options(command: Callable) -> Callable:
 
 
 def interpolation(ngram: str | None, weight: float | None) -> Any:
-    """The `rnnlm.ngram.Interpolation` that --ngram and --ngram-weight ask for, or None."""
+    """The `rnnlm.interpolation.Interpolation` that --ngram and --ngram-weight ask for, or None."""
     if ngram is None:
         if weight is not None:
             raise click.UsageError("--ngram-weight needs --ngram (the n-gram model to mix in)")
         return None
-    from rnnlm.ngram import Interpolation
+    from rnnlm.interpolation import Interpolation
 
     return Interpolation.open(ngram, DEFAULT_NGRAM_WEIGHT if weight is None else weight)

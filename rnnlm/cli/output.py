@@ -37,7 +37,7 @@ def show_progress(quiet: bool) -> bool:
 
 
 def mixed_line(ngram: dict) -> str:
-    """What `rnnlm.ngram.Interpolation.to_dict` says, as one line of text output."""
+    """What `rnnlm.interpolation.Interpolation.to_dict` says, as one line of text output."""
     return (
         f"interpolated: p = {ngram['weight']:g}·p_ngram + {1 - ngram['weight']:g}·p_rnn per token, "
         f"n-gram model {ngram['path']} (order {ngram['order']})"
