@@ -13,8 +13,8 @@ from servers import tiny_model
 from rnnlm import checkpoint
 from rnnlm.cli import main
 from rnnlm.cli.serving import model_names
-from rnnlm.generate import next_words
 from rnnlm.model import Model
+from rnnlm.next_word import next_words
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,9 @@ import pytest
 
 from rnnlm.config import ModelConfig
 from rnnlm.errors import RnnlmError
-from rnnlm.generate import next_distribution, next_words, softmax
+from rnnlm.generate import softmax
 from rnnlm.model import Model
+from rnnlm.next_word import next_distribution, next_words
 from rnnlm.vocab import build_vocabulary, count_tokens
 
 CORPUS = [

@@ -19,8 +19,8 @@ from servers import Server, tiny_model  # noqa: E402
 
 from rnnlm import checkpoint  # noqa: E402
 from rnnlm.cli import main  # noqa: E402
-from rnnlm.generate import next_distribution, next_words  # noqa: E402
 from rnnlm.model import Model  # noqa: E402
+from rnnlm.next_word import next_distribution, next_words  # noqa: E402
 from rnnlm.serve.server import is_loopback  # noqa: E402
 
 SENTENCES = ["the cat sat on the mat", "a dog ran", "the zebra sat on a log ."]

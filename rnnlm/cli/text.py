@@ -210,7 +210,7 @@ def next_word(context, model_path, top_k, ngram, ngram_weight, cache, as_json) -
     SENTENCE_END means the sentence ends there. The probabilities are over the whole
     vocabulary, so the list sums to at most 1. Without CONTEXT: a sentence's first words.
     """
-    from rnnlm.generate import next_from
+    from rnnlm.next_word import next_from
 
     mixed = interpolation(ngram, ngram_weight)
     result = next_from(model_path, as_text(context), top_k, cache, mixed)

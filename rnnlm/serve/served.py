@@ -15,8 +15,9 @@ import numpy as np
 from rnnlm import checkpoint
 from rnnlm.corpus import tokenize
 from rnnlm.errors import RnnlmError
-from rnnlm.generate import next_distribution, score
+from rnnlm.generate import score
 from rnnlm.model import Model
+from rnnlm.next_word import next_distribution
 from rnnlm.serve.batcher import Batcher
 from rnnlm.serve.limits import Limits
 
@@ -54,7 +55,7 @@ class Served:
     def next_batch(self, items: Sequence[tuple[list[str], int]]) -> list:
         vocab = self.ckpt.vocab
         probs = next_distribution(self.model, vocab, [tokens for tokens, _ in items])
-        probs[:, vocab.start_id] = -1.0  # never offered (see generate.next_words)
+        probs[:, vocab.start_id] = -1.0  # never offered (see next_word.next_words)
         results = []
         for row, (_, top_k) in zip(probs, items, strict=True):
             best = np.argsort(-row, kind="stable")[: min(top_k, len(vocab) - 1)]
