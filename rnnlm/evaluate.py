@@ -69,6 +69,12 @@ def sentence_log_probs(
     return result
 
 
+def eval_loss(model, sentences: Sequence[np.ndarray], mode: str) -> float:
+    """Cross-entropy per predicted token, in nats, without dropout (training's evaluations)."""
+    log_probs = sentence_log_probs(model, sentences, mode)
+    return -math.fsum(lp.sum() for lp in log_probs) / sum(len(lp) for lp in log_probs)
+
+
 @dataclass
 class Evaluation:
     """Totals over a corpus; every derived number is a property."""

@@ -6,7 +6,8 @@
 
 and `TrainProgress`, the record of where training stands that every checkpoint carries (as
 the same JSON table rnnlm 0.1 wrote). `rnnlm info` and `rnnlm plot` read these without
-importing the training loop.
+importing the training loop. Also what a run reports as it goes: the log's lines, the
+progress bar's text, and the summary it ends with.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ import math
 from dataclasses import dataclass
 from numbers import Real
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rnnlm.errors import RnnlmError
+
+if TYPE_CHECKING:
+    from rnnlm.config import ModelConfig
+    from rnnlm.data import TrainingData
 
 
 def metrics_path(out: Path) -> Path:
@@ -155,3 +160,55 @@ def log_line(record: dict[str, Any]) -> str:
 def append_metrics(out: Path, record: dict[str, Any]) -> None:
     with metrics_path(out).open("a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def model_line(model: ModelConfig, parameters: int, compile_s: float) -> str:
+    """The log's line for the model a run built, and how long compiling it took."""
+    direction = " (bidirectional)" if model.bidirectional else ""
+    return (
+        f"Model: {model.cell}, {model.layers} layer(s) of {model.hidden_size}{direction}, "
+        f"vocabulary {model.vocab_size}, {model.softmax} softmax, {parameters} parameters; "
+        f"compiled in {compile_s:.1f} s."
+    )
+
+
+def bar_text(name: str, mean_loss: float, tokens_per_s: float) -> str:
+    """The progress bar's running loss (a language model's with its perplexity) and speed."""
+    shown = f"{name}={mean_loss:.4f}"
+    if name == "loss":
+        shown += f", ppl={perplexity(mean_loss):.1f}"
+    return f"{shown}, tok/s={tokens_per_s:.0f}"
+
+
+def run_summary(
+    out: Path,
+    data: TrainingData,
+    name: str,
+    progress: TrainProgress,
+    history: list[dict[str, Any]],
+    *,
+    interrupted: bool,
+    early_stopped: bool,
+) -> dict[str, Any]:
+    """What a finished (or interrupted) run returns: its files, data, counters, losses (of
+    the kind `name` says) and every evaluation record."""
+    p = progress
+    return {
+        "model": str(out),
+        "best_model": str(best_path(out)),
+        "corpus": data.source,
+        "sentences": len(data.sentences),
+        "vocab_size": len(data.vocab),
+        "loss_name": name,  # what the losses below measure
+        "steps": p.step,
+        "epochs": p.epoch,
+        "tokens_seen": p.tokens_seen,
+        "wall_s": round(p.wall_s, 2),
+        "tokens_per_s": round(p.tokens_seen / max(p.wall_s, 1e-9), 1),
+        "initial_loss": history[0][name] if history else None,
+        "final_loss": p.last_loss,
+        "best_loss": p.best_loss,
+        "interrupted": interrupted,
+        "early_stopped": early_stopped,
+        "history": history,
+    }

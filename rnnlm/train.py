@@ -22,29 +22,25 @@ from rnnlm.config import Config
 from rnnlm.data import TrainingData
 from rnnlm.distributed import Comm, LocalComm, anyone, share, train_step
 from rnnlm.errors import RnnlmError, SettingError
-from rnnlm.evaluate import sentence_log_probs
+from rnnlm.evaluate import eval_loss
 from rnnlm.output_tables import make_tables, training_counts
 from rnnlm.runfiles import (
     TrainProgress,
     append_metrics,
+    bar_text,
     best_path,
     evaluation_record,
     log_line,
     loss_name,
     make_folder,
-    perplexity,
+    model_line,
+    run_summary,
 )
 from rnnlm.terminal import interrupt_flag, logs_above_the_bar, training_bar
 
 log = logging.getLogger(__name__)
 
 MAX_ROLLBACKS = 3  # non-finite losses in a row before training gives up
-
-
-def eval_loss(model: Any, sentences: list[np.ndarray], mode: str) -> float:
-    """Cross-entropy per predicted token, in nats, without dropout."""
-    log_probs = sentence_log_probs(model, sentences, mode)
-    return -math.fsum(lp.sum() for lp in log_probs) / sum(len(lp) for lp in log_probs)
 
 
 class Trainer:
@@ -108,18 +104,8 @@ class Trainer:
 
         started = time.perf_counter()
         self.train_step = train_step(self.model, updates, self.comm)
-        log.info(
-            "Model: %s, %d layer(s) of %d%s, vocabulary %d, %s softmax, %d parameters; "
-            "compiled in %.1f s.",
-            config.model.cell,
-            config.model.layers,
-            config.model.hidden_size,
-            " (bidirectional)" if config.model.bidirectional else "",
-            config.model.vocab_size,
-            config.model.softmax,
-            self.model.params.count(),
-            time.perf_counter() - started,
-        )
+        compile_s = time.perf_counter() - started
+        log.info("%s", model_line(config.model, self.model.params.count(), compile_s))
         log.info(
             "Gradients: bptt_truncate %d (%s).",
             model_config.bptt_truncate,
@@ -331,11 +317,8 @@ class Trainer:
                         if p.step % 20 == 0:
                             elapsed = time.perf_counter() - bar_started
                             speed = (p.tokens_seen - bar_tokens) / elapsed
-                            mean = run_loss / run_tokens
-                            shown = f"{self.loss_name}={mean:.4f}"
-                            if self.loss_name == "loss":
-                                shown += f", ppl={perplexity(mean):.1f}"
-                            bar.set_postfix_str(f"{shown}, tok/s={speed:.0f}", refresh=False)
+                            shown = bar_text(self.loss_name, run_loss / run_tokens, speed)
+                            bar.set_postfix_str(shown, refresh=False)
                     if p.batch == len(batches):
                         self._end_of_epoch()
                     if trained is not None and p.step % eval_every == 0:
@@ -355,22 +338,12 @@ class Trainer:
             # Steps since the last evaluation: measure the weights that are about to be saved.
             self._after_evaluation(self._evaluate(), run_loss / run_tokens, p.wall_s)
         self._save(self.out)
-        return {
-            "model": str(self.out),
-            "best_model": str(best_path(self.out)),
-            "corpus": self.data.source,
-            "sentences": len(self.data.sentences),
-            "vocab_size": len(self.data.vocab),
-            "loss_name": self.loss_name,  # what the losses below measure
-            "steps": p.step,
-            "epochs": p.epoch,
-            "tokens_seen": p.tokens_seen,
-            "wall_s": round(p.wall_s, 2),
-            "tokens_per_s": round(p.tokens_seen / max(p.wall_s, 1e-9), 1),
-            "initial_loss": self.history[0][self.loss_name] if self.history else None,
-            "final_loss": p.last_loss,
-            "best_loss": p.best_loss,
-            "interrupted": interrupted,
-            "early_stopped": stopped,
-            "history": self.history,
-        }
+        return run_summary(
+            self.out,
+            self.data,
+            self.loss_name,
+            p,
+            self.history,
+            interrupted=interrupted,
+            early_stopped=stopped,
+        )
