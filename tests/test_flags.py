@@ -160,3 +160,19 @@ def test_import_never_needs_numpy_distutils():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "float32"
+
+
+@pytest.mark.parametrize("given", [None, "ACTIVE"])
+def test_openmp_threads_sleep_between_regions_unless_the_user_says(given):
+    environment = {k: v for k, v in clean_environment().items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        environment["OMP_WAIT_POLICY"] = given
+    result = subprocess.run(
+        [sys.executable, "-c", "import os, rnnlm.backend; print(os.environ['OMP_WAIT_POLICY'])"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == (given or "PASSIVE")
