@@ -79,6 +79,8 @@ class ModelConfig:
     bidirectional: bool = False  # forward and backward stacks; a fill-in model, not an LM
     bias: bool = True  # False: the tutorial's bias-free RNN (gated cells need biases)
     dropout: float = 0.0  # on non-recurrent connections while training (Zaremba et al.)
+    variational_dropout: bool = False  # one dropout mask per column for all its time steps
+    weight_drop: float = 0.0  # DropConnect on each W_rec while training (Merity et al. 2018)
     tie_weights: bool = False  # output layer = embedding transposed
     # The output layer (rnnlm.output; checked against the vocabulary in `output`):
     softmax: str = "full"  # full | class | adaptive | sampled (training only)
@@ -113,6 +115,7 @@ class ModelConfig:
             "only for rnn-tanh and rnn-relu cells",
         )
         _require(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
+        _require(0 <= self.weight_drop < 1, "model.weight_drop", "must be in [0, 1)")
         _require(self.init_scale >= 0, "model.init_scale", "must be 0 or positive")
         _require(
             not self.tie_weights or self.embedding_size == self.top_size,

@@ -93,7 +93,8 @@ def train_run(
 # its tokens and how its vocabulary was chosen. Of the model section, only what leaves the
 # parameters as they are may change.
 KEPT_DATA = ("lowercase", "level", "unknown", "vocab_size", "min_count")
-FREE_MODEL = ("dropout", "bptt_truncate", "fused")  # none changes a parameter
+# None changes a parameter:
+FREE_MODEL = ("dropout", "variational_dropout", "weight_drop", "bptt_truncate", "fused")
 NEW_DATA = ("corpus", "format", "column", "valid", "valid_fraction", "prepared")
 
 

@@ -7,7 +7,8 @@ The output layer is `rnnlm.output`'s, of the config's softmax kind (full, class,
 or sampled: the full softmax but while training), with the tables stored with the model.
 
 Each layer's input projection (all time steps, gates stacked) is one product outside its
-scan; dropout masks are drawn outside the scans too, on the non-recurrent connections only.
+scan; dropout masks are drawn outside the scans too (`rnnlm.regularization`), on the
+non-recurrent connections, and so is the weight-drop mask of each recurrent matrix.
 A bidirectional model adds a backward stack that reads the targets from the end, and
 predicts y_t from the forward state at t and the backward state at t + 1 (the words after
 y_t): a fill-in-the-blank model, not a left-to-right language model.
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rnnlm import backend, output, parallel_compile
+from rnnlm import backend, output, parallel_compile, regularization
 from rnnlm.architecture import param_shapes, stacks
 from rnnlm.backend import RandomStream
 from rnnlm.backend import tensor as tt
@@ -35,13 +36,12 @@ from rnnlm.config import ModelConfig
 from rnnlm.ops.recurrent import FusedStep, recurrent_weights
 from rnnlm.output_tables import tables_digest
 from rnnlm.params import Params, uniform_fan_in
+from rnnlm.regularization import Shard
 
 if TYPE_CHECKING:
     from rnnlm.compiled import FunctionCache
 
 UpdatesFn = Callable[[Mapping, Mapping], Mapping]  # (params, grads) -> updates
-# One shard of a distributed batch: (offset, global columns), symbolic (see `_dropout`).
-Shard = tuple | None
 
 
 def init_params(config: ModelConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -167,9 +167,11 @@ class Model:
 
     @property
     def random_in_training(self) -> bool:
-        """Whether a training step draws random numbers (dropout masks, sampled negatives):
-        then reseeding before each step makes a resumed run retrace an uninterrupted one."""
-        return bool(self.config.dropout) or self.config.softmax == "sampled"
+        """Whether a training step draws random numbers (dropout and weight-drop masks,
+        sampled negatives): then reseeding before each step makes a resumed run retrace an
+        uninterrupted one."""
+        config = self.config
+        return bool(config.dropout or config.weight_drop) or config.softmax == "sampled"
 
     @property
     def n_states(self) -> int:
@@ -194,18 +196,21 @@ class Model:
         return x, y, mask, states
 
     def _dropout(self, h, train: bool, shard: Shard = None):
-        keep = 1.0 - self.config.dropout
-        if not train or keep == 1.0:
+        """h (T, B, D) on a non-recurrent connection, with the config's dropout if `train`."""
+        config = self.config
+        if not train or not config.dropout:
             return h
-        if shard is None:
-            draw = self.random.uniform(0.0, 1.0, size=h.shape)
-        else:
-            # The global batch's mask, cut to this shard's columns: N workers drop exactly
-            # the units one worker would on the whole batch.
-            offset, columns = shard
-            draw = self.random.uniform(0.0, 1.0, size=(h.shape[0], columns, h.shape[2]))
-            draw = draw[:, offset : offset + h.shape[1]]
-        return h * tt.cast(draw < keep, self.config.dtype) / np.asarray(keep, self.config.dtype)
+        return regularization.dropout(
+            self.random, h, config.dropout, config.variational_dropout, shard
+        )
+
+    def _recurrent_matrix(self, layer: str, train: bool):
+        """A layer's W_rec (H, G*H) as its scan reads it: with the config's weight drop if
+        `train` (one mask per step of training, the same on every shard)."""
+        W_rec = self.params[layer + "W_rec"]
+        if not train or not self.config.weight_drop:
+            return W_rec
+        return regularization.weight_drop(self.random, W_rec, self.config.weight_drop)
 
     def _stack(
         self, stack: str, ids, mask, initial: list, train: bool, probe=None, shard: Shard = None
@@ -229,13 +234,14 @@ class Model:
             n = self.cell.states
             start = initial[layer * n : (layer + 1) * n]
             probed = probe is not None and layer == config.layers - 1
+            W_rec = self._recurrent_matrix(name, train)
             if config.fused:
                 step = fused(FusedStep(config.cell, config.hard_sigmoid), probed)
-                weights = recurrent_weights(config.cell, p[name + "W_rec"], config.hidden_size)
+                weights = recurrent_weights(config.cell, W_rec, config.hidden_size)
                 saved = [None]  # the activations, one (B, k*H) per step
             else:
                 step = masked(self.cell.make_step(config), n, probed)
-                weights, saved = [p[name + "W_rec"]], []
+                weights, saved = [W_rec], []
             outputs, _ = backend.scan(
                 step,
                 sequences=[projected, mask, probe] if probed else [projected, mask],

@@ -73,6 +73,14 @@ CONFIG_OPTIONS: dict[str, ConfigOption] = {
     ),
     "model.bias": ConfigOption("Biases (off: the tutorial's RNN)."),
     "model.dropout": ConfigOption("Dropout on non-recurrent connections."),
+    "model.variational_dropout": ConfigOption(
+        "--dropout draws one mask per sentence (per column of a --bptt window in stream mode), "
+        "the same at every time step (Gal & Ghahramani 2016), instead of one per step."
+    ),
+    "model.weight_drop": ConfigOption(
+        "DropConnect on each recurrent matrix while training: this share of its entries zeroed, "
+        "the rest scaled up, one mask per step of training (Merity et al. 2018)."
+    ),
     "model.tie_weights": ConfigOption(
         "Output layer = embedding transposed (needs embedding size = top hidden size).",
         flag="--tie-weights/--untie-weights",
