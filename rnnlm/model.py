@@ -22,107 +22,28 @@ them from batch to batch.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rnnlm import backend, output, parallel_compile, regularization
-from rnnlm.architecture import param_shapes, stacks
+from rnnlm import backend, compiling, output, regularization
+from rnnlm.architecture import stacks
 from rnnlm.backend import RandomStream
 from rnnlm.backend import tensor as tt
 from rnnlm.cells import CELLS
+from rnnlm.compiling import compiled_function
 from rnnlm.config import ModelConfig
+from rnnlm.initialization import init_params
 from rnnlm.ops.recurrent import FusedStep, recurrent_weights
 from rnnlm.output_tables import tables_digest
-from rnnlm.params import Params, uniform_fan_in
+from rnnlm.params import Params
 from rnnlm.regularization import Shard
+from rnnlm.scan_steps import fused, masked
 
 if TYPE_CHECKING:
     from rnnlm.compiled import FunctionCache
 
 UpdatesFn = Callable[[Mapping, Mapping], Mapping]  # (params, grads) -> updates
-
-
-def init_params(config: ModelConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Fresh values: uniform weights (±init_scale, or the tutorial's ±1/sqrt(fan_in)),
-    zero biases but an LSTM's forget gate at 1, optionally an identity recurrent matrix;
-    the output layer's drawn last, by `output.init_params`."""
-    cell = CELLS[config.cell]
-    arrays = {}
-    for name, shape in param_shapes(config).items():
-        if name.startswith("out/"):
-            continue
-        kind = name.rsplit("/", 1)[1]
-        if kind == "b":
-            value = np.zeros(shape)
-            if cell.forget_gate is not None and not name.startswith("out/"):
-                n = config.hidden_size
-                value[cell.forget_gate * n : (cell.forget_gate + 1) * n] = 1.0
-        elif kind == "W_rec" and config.identity_init:
-            value = np.tile(np.eye(config.hidden_size), (1, cell.gates))
-        elif config.init_scale:
-            value = rng.uniform(-config.init_scale, config.init_scale, size=shape)
-        else:
-            value = uniform_fan_in(rng, shape, shape[0])
-        arrays[name] = value
-    return arrays | output.init_params(config.output, rng, config.init_scale)
-
-
-def compiled_function(build: Callable[[Model], Callable]) -> cached_property:
-    """`cached_property` for a compiled function that depends on the model config alone: with
-    a disk cache (`rnnlm.compiled`), a later process loads it by name, building no graph."""
-
-    def get(self: Model) -> Callable:
-        if self.cache is None:
-            return build(self)
-        recipe = {
-            "function": build.__name__,
-            "model": self.config,
-            "mode": self.compile_mode,
-            "tables": self.tables_digest,  # constants of the graph that the config does not fix
-        }
-        return self.cache.named(recipe, self.params, lambda: build(self))
-
-    get.__doc__ = build.__doc__
-    return cached_property(get)
-
-
-def masked(step: Callable, n_states: int, probed: bool = False) -> Callable:
-    """Wrap a cell step so a padded position (mask 0) carries the previous states unchanged.
-
-    `probed`: one more sequence, added to the output state — zeros whose gradient is the
-    gradient with respect to the hidden state itself, through the recurrence (diagnostics).
-    """
-
-    def masked_step(x_t, m_t, *args):
-        probe, args = (args[0], args[1:]) if probed else (None, args)
-        previous, non_sequences = args[:n_states], args[n_states:]
-        new = step(x_t, *previous, *non_sequences)
-        new = new if isinstance(new, list) else [new]
-        if probe is not None:
-            new = [new[0] + probe, *new[1:]]
-        m = m_t.dimshuffle(0, "x")  # (B, 1)
-        return [m * h + (1 - m) * h_prev for h, h_prev in zip(new, previous, strict=True)]
-
-    return masked_step
-
-
-def fused(op: FusedStep, probed: bool = False) -> Callable:
-    """The fused counterpart of `masked(step)`: the op does the step and the mask itself, and
-    also returns the activations its gradient reads (a scan output, so never recomputed).
-
-    A probe p adds m * p to the new output state, which is what `masked` makes of it.
-    """
-
-    def fused_step(x_t, m_t, *args):
-        probe, args = (args[0], args[1:]) if probed else (None, args)
-        new = list(op(x_t, m_t, *args))  # a copy: the op returns its node's own output list
-        if probe is not None:
-            new[0] = new[0] + m_t.dimshuffle(0, "x") * probe
-        return new
-
-    return fused_step
 
 
 class Model:
@@ -146,17 +67,7 @@ class Model:
         self.config = config = config.for_mode("sentence")
         self.cache = cache  # compiled functions from disk when the same graph was compiled before
         self.cell = CELLS[config.cell]
-        # Compiles both the functions and the scans' inner graphs (None: the flags' mode),
-        # their missing C modules on every core.
-        self.compile_mode = parallel_compile.parallel(compile_mode)
-        if config.bptt_truncate != -1:
-            # Aesara 2.9.4's scan_pushout_add moves the truncated gradient's sums out of the
-            # scan with the full sequence length: a shape error at run time.
-            self.compile_mode = self.compile_mode.excluding("scan_pushout_add")
-        # This rewrite folds the clipping scale into the output layer's weight gradient as a
-        # second (T*B, K)' x (T*B, V) product instead of reusing the one the norm was
-        # taken of: 11 % of a PTB step, measured.
-        self.compile_mode = self.compile_mode.excluding("local_dot22_to_dot22scalar")
+        self.compile_mode = compiling.compile_mode(config, compile_mode)
         self.params = Params(init_params(config, np.random.default_rng(seed)), config.dtype)
         if params is not None:
             self.params.assign(params)
