@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from rnnlm.architecture import CELL_SHAPES, OUTPUT_PARAMS, OutputConfig
 from rnnlm.errors import RnnlmError
+from rnnlm.validation import check_choices, checked_section, parse_cutoffs, require
 
 # The choices of the string settings: each list exists here once, and the CLI's options and
 # the registries (rnnlm.cells, rnnlm.optim) are checked against it.
@@ -60,11 +60,11 @@ class DataConfig:
     prepared: str | None = None  # a folder from `rnnlm prepare`: its shards replace corpus
 
     def __post_init__(self) -> None:
-        _check_choices(self, "data")
-        _require(self.vocab_size >= 4, "data.vocab_size", "must be at least 4")
-        _require(self.min_count >= 1, "data.min_count", "must be at least 1")
-        _require(bool(self.unknown.strip()), "data.unknown", "must be a non-empty token")
-        _require(0 <= self.valid_fraction < 1, "data.valid_fraction", "must be in [0, 1)")
+        check_choices(self, "data", CHOICES)
+        require(self.vocab_size >= 4, "data.vocab_size", "must be at least 4")
+        require(self.min_count >= 1, "data.min_count", "must be at least 1")
+        require(bool(self.unknown.strip()), "data.unknown", "must be a non-empty token")
+        require(0 <= self.valid_fraction < 1, "data.valid_fraction", "must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -99,39 +99,39 @@ class ModelConfig:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        _check_choices(self, "model")
-        _require(self.vocab_size >= 4, "model.vocab_size", "must be at least 4")
-        _require(self.hidden_size >= 1, "model.hidden_size", "must be at least 1")
-        _require(1 <= self.layers <= MAX_LAYERS, "model.layers", f"must be in 1..{MAX_LAYERS}")
-        _require(self.embedding_size >= 0, "model.embedding_size", "must be 0 or positive")
-        _require(
+        check_choices(self, "model", CHOICES)
+        require(self.vocab_size >= 4, "model.vocab_size", "must be at least 4")
+        require(self.hidden_size >= 1, "model.hidden_size", "must be at least 1")
+        require(1 <= self.layers <= MAX_LAYERS, "model.layers", f"must be in 1..{MAX_LAYERS}")
+        require(self.embedding_size >= 0, "model.embedding_size", "must be 0 or positive")
+        require(
             self.bias or self.cell.startswith("rnn"),
             "model.bias",
             "gru and lstm cells need their biases",
         )
-        _require(
+        require(
             not self.identity_init or self.cell.startswith("rnn"),
             "model.identity_init",
             "only for rnn-tanh and rnn-relu cells",
         )
-        _require(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
-        _require(0 <= self.weight_drop < 1, "model.weight_drop", "must be in [0, 1)")
-        _require(self.init_scale >= 0, "model.init_scale", "must be 0 or positive")
-        _require(
+        require(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
+        require(0 <= self.weight_drop < 1, "model.weight_drop", "must be in [0, 1)")
+        require(self.init_scale >= 0, "model.init_scale", "must be 0 or positive")
+        require(
             not self.tie_weights or self.embedding_size == self.top_size,
             "model.tie_weights",
             f"needs embedding_size equal to the top layer's size ({self.top_size})",
         )
         # What the vocabulary size decides is checked by `output`, once the corpus is read.
-        _require(self.classes >= 0, "model.classes", "must be 0 or positive")
-        _require(
-            _cutoffs(self.cutoffs) is not None,
+        require(self.classes >= 0, "model.classes", "must be 0 or positive")
+        require(
+            parse_cutoffs(self.cutoffs) is not None,
             "model.cutoffs",
             "must be increasing positive integers separated by commas, e.g. 2000,10000",
         )
-        _require(0 < self.div_value < float("inf"), "model.div_value", "must be positive")
-        _require(self.samples >= 1, "model.samples", "must be at least 1")
-        _require(
+        require(0 < self.div_value < float("inf"), "model.div_value", "must be positive")
+        require(self.samples >= 1, "model.samples", "must be at least 1")
+        require(
             self.bptt_truncate in (None, -1) or self.bptt_truncate >= 1,
             "model.bptt_truncate",
             "must be -1 (full BPTT) or at least 1",
@@ -152,7 +152,7 @@ class ModelConfig:
             self.bias,
             self.tie_weights,
             self.classes,
-            _cutoffs(self.cutoffs) or (),
+            parse_cutoffs(self.cutoffs) or (),
             self.div_value,
             self.samples,
             self.sampler,
@@ -192,22 +192,22 @@ class TrainConfig:
     distributed: bool = False  # data-parallel over the ranks of an MPI launch (mpirun -n N)
 
     def __post_init__(self) -> None:
-        _check_choices(self, "train")
-        _require(self.batch_size >= 1, "train.batch_size", "must be at least 1")
-        _require(self.bptt >= 1, "train.bptt", "must be at least 1")
-        _require(self.epochs >= 1, "train.epochs", "must be at least 1")
-        _require(self.learning_rate > 0, "train.learning_rate", "must be positive")
+        check_choices(self, "train", CHOICES)
+        require(self.batch_size >= 1, "train.batch_size", "must be at least 1")
+        require(self.bptt >= 1, "train.bptt", "must be at least 1")
+        require(self.epochs >= 1, "train.epochs", "must be at least 1")
+        require(self.learning_rate > 0, "train.learning_rate", "must be positive")
         for name in ("momentum", "rho", "beta1", "beta2"):
-            _require(0 <= getattr(self, name) < 1, f"train.{name}", "must be in [0, 1)")
-        _require(self.epsilon > 0, "train.epsilon", "must be positive")
-        _require(self.clip_norm >= 0, "train.clip_norm", "must be 0 or positive")
-        _require(self.weight_decay >= 0, "train.weight_decay", "must be 0 or positive")
-        _require(0 < self.lr_decay <= 1, "train.lr_decay", "must be in (0, 1]")
-        _require(self.lr_decay_start >= 0, "train.lr_decay_start", "must be 0 or positive")
-        _require(self.patience >= 0, "train.patience", "must be 0 or positive")
-        _require(self.eval_every >= 0, "train.eval_every", "must be 0 or positive")
-        _require(self.eval_sentences >= 1, "train.eval_sentences", "must be at least 1")
-        _require(self.seed >= 0, "train.seed", "must be 0 or positive")
+            require(0 <= getattr(self, name) < 1, f"train.{name}", "must be in [0, 1)")
+        require(self.epsilon > 0, "train.epsilon", "must be positive")
+        require(self.clip_norm >= 0, "train.clip_norm", "must be 0 or positive")
+        require(self.weight_decay >= 0, "train.weight_decay", "must be 0 or positive")
+        require(0 < self.lr_decay <= 1, "train.lr_decay", "must be in (0, 1]")
+        require(self.lr_decay_start >= 0, "train.lr_decay_start", "must be 0 or positive")
+        require(self.patience >= 0, "train.patience", "must be 0 or positive")
+        require(self.eval_every >= 0, "train.eval_every", "must be 0 or positive")
+        require(self.eval_sentences >= 1, "train.eval_sentences", "must be at least 1")
+        require(self.seed >= 0, "train.seed", "must be 0 or positive")
 
 
 @dataclass(frozen=True)
@@ -229,57 +229,7 @@ class Config:
         if unknown:
             raise RnnlmError(f"unknown config section {sorted(unknown)[0]!r}")
         hints = typing.get_type_hints(cls)
-        return cls(**{name: _section(hints[name], name, values[name]) for name in values})
-
-
-def _section(kind: type, name: str, values: Any) -> Any:
-    if not isinstance(values, dict):
-        raise RnnlmError(f"config section {name!r} must be a table")
-    hints = typing.get_type_hints(kind)
-    for key, value in values.items():
-        if key not in hints:
-            raise RnnlmError(f"unknown config key {name}.{key}")
-        if not _has_type(value, hints[key]):
-            raise RnnlmError(f"config key {name}.{key} has the wrong type: {value!r}")
-    return kind(**values)
-
-
-def _has_type(value: Any, hint: Any) -> bool:
-    if isinstance(hint, types.UnionType):
-        return any(_has_type(value, option) for option in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _cutoffs(text: str) -> tuple[int, ...] | None:
-    """ "2000,10000" -> (2000, 10000); None unless increasing positive integers."""
-    try:
-        cutoffs = tuple(int(part) for part in text.split(",")) if text.strip() else ()
-    except ValueError:
-        return None
-    ok = all(c > 0 for c in cutoffs) and list(cutoffs) == sorted(set(cutoffs))
-    return cutoffs if ok else None
-
-
-def _require(ok: bool, key: str, expected: str) -> None:
-    if not ok:
-        raise RnnlmError(f"bad config value for {key}: {expected}")
-
-
-def _check_choices(values: Any, section: str) -> None:
-    for key, choices in CHOICES.items():
-        if not key.startswith(section + "."):
-            continue
-        name = key.partition(".")[2]
-        value = getattr(values, name)
-        optional = getattr(type(values), name) is None  # a default of None means "decide later"
-        if value not in choices and not (optional and value is None):
-            raise RnnlmError(f"bad config value for {key} {value!r}: choose {'|'.join(choices)}")
+        return cls(**{name: checked_section(hints[name], name, values[name]) for name in values})
 
 
 def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
