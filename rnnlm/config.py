@@ -80,6 +80,7 @@ class ModelConfig:
     bias: bool = True  # False: the tutorial's bias-free RNN (gated cells need biases)
     dropout: float = 0.0  # on non-recurrent connections while training (Zaremba et al.)
     variational_dropout: bool = False  # one dropout mask per column for all its time steps
+    embedding_dropout: float = 0.0  # whole words dropped from the input while training
     weight_drop: float = 0.0  # DropConnect on each W_rec while training (Merity et al. 2018)
     tie_weights: bool = False  # output layer = embedding transposed
     # The output layer (rnnlm.output; checked against the vocabulary in `output`):
@@ -116,6 +117,7 @@ class ModelConfig:
         )
         require(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
         require(0 <= self.weight_drop < 1, "model.weight_drop", "must be in [0, 1)")
+        require(0 <= self.embedding_dropout < 1, "model.embedding_dropout", "must be in [0, 1)")
         require(self.init_scale >= 0, "model.init_scale", "must be 0 or positive")
         require(
             not self.tie_weights or self.embedding_size == self.top_size,

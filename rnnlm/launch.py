@@ -94,7 +94,14 @@ def train_run(
 # parameters as they are may change.
 KEPT_DATA = ("lowercase", "level", "unknown", "vocab_size", "min_count")
 # None changes a parameter:
-FREE_MODEL = ("dropout", "variational_dropout", "weight_drop", "bptt_truncate", "fused")
+FREE_MODEL = (
+    "dropout",
+    "variational_dropout",
+    "embedding_dropout",
+    "weight_drop",
+    "bptt_truncate",
+    "fused",
+)
 NEW_DATA = ("corpus", "format", "column", "valid", "valid_fraction", "prepared")
 
 

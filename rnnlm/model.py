@@ -82,7 +82,8 @@ class Model:
         sampled negatives): then reseeding before each step makes a resumed run retrace an
         uninterrupted one."""
         config = self.config
-        return bool(config.dropout or config.weight_drop) or config.softmax == "sampled"
+        rates = (config.dropout, config.embedding_dropout, config.weight_drop)
+        return any(rates) or config.softmax == "sampled"
 
     @property
     def n_states(self) -> int:
@@ -115,6 +116,14 @@ class Model:
             self.random, h, config.dropout, config.variational_dropout, shard
         )
 
+    def _embedded(self, key: str, ids, train: bool):
+        """Rows of `key` (V, E), the embedding or a one-hot first layer's W_in, for ids (T, B):
+        (T, B, E), with the config's embedding dropout (whole words) if `train`."""
+        rows, rate = self.params[key][ids], self.config.embedding_dropout
+        if not train or not rate:
+            return rows
+        return regularization.word_dropout(self.random, rows, ids, self.config.vocab_size, rate)
+
     def _recurrent_matrix(self, layer: str, train: bool):
         """A layer's W_rec (H, G*H) as its scan reads it: with the config's weight drop if
         `train` (one mask per step of training, the same on every shard)."""
@@ -136,9 +145,9 @@ class Model:
         for layer in range(config.layers):
             name = f"{stack}{layer}/"
             if layer == 0 and not config.embedding_size:
-                projected = p[name + "W_in"][ids]  # (T, B, G*H): U x_t as a row lookup
+                projected = self._embedded(name + "W_in", ids, train)  # (T, B, G*H): U x_t
             else:
-                below = p["embed/W"][ids] if layer == 0 else h  # (T, B, E) or (T, B, H)
+                below = self._embedded("embed/W", ids, train) if layer == 0 else h  # E or H
                 projected = tt.dot(self._dropout(below, train, shard), p[name + "W_in"])
             if config.bias:
                 projected = projected + p[name + "b"]
@@ -184,18 +193,9 @@ class Model:
             finals += back_finals
         return self._dropout(top, train, shard), finals
 
-    def _log_softmax(self, top):
-        """(..., V) log-probabilities of every word from top states (..., K)."""
-        return self.output.log_distribution(top)
-
-    def _token_log_probs(self, top, y, train: bool = False):
-        """log p(y_t | ...) of the targets only, (T, B); with `train`, the sampled softmax's
-        objective terms instead (the other kinds are exact either way)."""
-        return self.output.token_log_probs(top, y, train)
-
     def _nll(self, x, y, mask, initial, train: bool, shard: Shard = None):
         top, finals = self._top(x, y, mask, initial, train, shard)
-        token_log_p = self._token_log_probs(top, y, train)
+        token_log_p = self.output.token_log_probs(top, y, train)
         return -(token_log_p * mask).sum(), finals
 
     def _function(self, inputs, outputs, **kwargs):
@@ -209,7 +209,7 @@ class Model:
     def _log_probs_fn(self):
         x, y, mask, initial = self._inputs()
         top, finals = self._top(x, y, mask, initial, train=False)
-        token_log_p = self._token_log_probs(top, y) * mask
+        token_log_p = self.output.token_log_probs(top, y) * mask
         return self._function([x, y, mask, *initial], [token_log_p, *finals])
 
     @compiled_function
@@ -218,7 +218,7 @@ class Model:
         top, _ = self._top(x, y, mask, initial, train=False)
         # Only a bidirectional model reads y here; a left-to-right one ignores it.
         return self._function(
-            [x, y, mask, *initial], self._log_softmax(top), on_unused_input="ignore"
+            [x, y, mask, *initial], self.output.log_distribution(top), on_unused_input="ignore"
         )
 
     @compiled_function
@@ -227,7 +227,7 @@ class Model:
         the output layer at the last step only."""
         x, _, mask, initial = self._inputs()
         top, _ = self._stack("layer", x, mask, initial, train=False)
-        return self._function([x, mask, *initial], self._log_softmax(top[-1]))
+        return self._function([x, mask, *initial], self.output.log_distribution(top[-1]))
 
     @compiled_function
     def _gradients_fn(self):
@@ -247,7 +247,7 @@ class Model:
         # A length-1 sequence through the same stack keeps one code path for the graph.
         mask = tt.ones((1, ids.shape[0]), dtype=self.config.dtype)
         top, finals = self._stack("layer", ids.dimshuffle("x", 0), mask, initial, train=False)
-        return self._function([ids, *initial], [self._log_softmax(top[0]), *finals])
+        return self._function([ids, *initial], [self.output.log_distribution(top[0]), *finals])
 
     @compiled_function
     def _gradient_flow_fn(self):
@@ -259,7 +259,7 @@ class Model:
         x, y, mask, initial = self._inputs()
         probe = tt.tensor3("probe", dtype=self.config.dtype)  # (T, 1, H), zeros
         top, _ = self._stack("layer", x, mask, initial, train=False, probe=probe)
-        losses = -self._token_log_probs(top, y)[:, 0]  # (T,)
+        losses = -self.output.token_log_probs(top, y)[:, 0]  # (T,)
         jacobian = backend.jacobian(losses, probe)  # (T, T, 1, H)
         norms = tt.sqrt(tt.square(jacobian).sum(axis=(2, 3)))
         return self._function([x, y, mask, probe, *initial], [norms, top[:, 0]])

@@ -3,6 +3,9 @@
     dropout       h (T, B, D) * mask / keep on the non-recurrent connections; a mask per unit
                   and step (Zaremba et al. 2014), or per unit and column, the same at every
                   step (variational: Gal & Ghahramani 2016)
+    word dropout  embedding rows (T, B, E) * mask[ids] / keep: a mask (V,) over the vocabulary
+                  per training step, so a dropped word is dropped wherever it occurs
+                  (embedding dropout: Gal & Ghahramani 2016, Merity et al. 2018)
     weight drop   W_rec (H, G*H) * mask / keep, one mask per training step, shared by every
                   step of the scan (DropConnect on the recurrent matrix: Merity et al. 2018)
 
@@ -43,6 +46,15 @@ def dropout(random: RandomStream, h, rate: float, variational: bool, shard: Shar
         draw = random.uniform(0.0, 1.0, size=(h.shape[0], columns, h.shape[2]))
         kept = tt.cast(draw[:, offset : offset + h.shape[1]] < keep, h.dtype)
     return h * kept / np.asarray(keep, h.dtype)
+
+
+def word_dropout(random: RandomStream, rows, ids, vocab_size: int, rate: float):
+    """Embedding rows (T, B, E) of ids (T, B) with a share `rate` of the vocabulary's words
+    zeroed wherever they occur, the rest scaled by 1 / (1 - rate): the embedding matrix with
+    whole rows dropped, without building it. The mask is the same on every shard."""
+    keep = 1.0 - rate
+    words = tt.cast(random.uniform(0.0, 1.0, size=(vocab_size,)) < keep, rows.dtype)  # (V,)
+    return rows * words[ids].dimshuffle(0, 1, "x") / np.asarray(keep, rows.dtype)
 
 
 def weight_drop(random: RandomStream, W, rate: float):

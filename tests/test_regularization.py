@@ -1,10 +1,12 @@
-"""Variational dropout and weight drop (`rnnlm.regularization`): their masks measured, the
-training graph held to a plain graph that reads the dropped matrix, evaluation untouched, the
-masks of a distributed shard those of its global batch, and the defaults the old model's.
+"""Variational dropout, embedding dropout and weight drop (`rnnlm.regularization`): their
+masks measured, the training graph held to a plain graph that reads the dropped weights,
+evaluation untouched, the masks of a distributed shard those of its global batch, and the
+defaults the old model's.
 
-A weight-dropped model is compared with a plain (`fused = false`, no weight drop) model whose
-W_rec holds the very matrix the training step used: the same loss, and dL/dW_rec =
-mask * dL/dW_dropped / keep. All float64.
+A model with weight drop and embedding dropout is compared with a plain (`fused = false`,
+nothing dropped) model whose W_rec holds the very matrix the training step used, and whose
+embedding has the step's dropped words zeroed and the rest scaled: the same loss, and
+dL/dW = mask * dL/dW_dropped / keep. All float64.
 """
 
 from __future__ import annotations
@@ -128,22 +130,41 @@ def test_weight_drop_zeroes_its_rate_of_entries_and_scales_the_rest():
     assert not np.array_equal(drop() == 0, zeros)
 
 
+def test_word_dropout_drops_its_rate_of_the_vocabulary_everywhere():
+    """3,000 words, each at 5 places (T, B) = (5, 3000): a word is zeroed at all its places or
+    none, the share of words zeroed is the rate, the rest scaled by exactly 1 / (1 - rate)."""
+    rate, vocab = 0.3, 3000
+    rows, ids = tt.tensor3("rows", dtype="float64"), tt.imatrix("ids")
+    out = regularization.word_dropout(RandomStream(6), rows, ids, vocab, rate)
+    drop = backend.function([rows, ids], out)
+    rng = np.random.default_rng(0)
+    words = np.stack([rng.permutation(vocab) for _ in range(5)]).astype(np.int32)
+    value = np.full((5, vocab, 2), 2.0)
+    result = drop(value, words)
+    zeros = result[:, :, 0] == 0
+    by_word = np.stack([zeros[t][np.argsort(words[t])] for t in range(5)])  # (5, V)
+    assert (by_word == by_word[:1]).all()
+    assert within(by_word[0].mean(), rate, vocab), by_word[0].mean()
+    np.testing.assert_allclose(result[~zeros], 2.0 / (1 - rate), rtol=1e-15)
+
+
 # -- weight drop in the model, against a plain graph on the dropped matrix -------------------------
 
 
 @pytest.fixture(scope="module")
 def plain():
-    """The oracle: the plain graph of small ops, no weight drop, no dropout."""
+    """The oracle: the plain graph of small ops, without any dropout or weight drop."""
     return Model(make_config(fused=False), seed=3)
 
 
 @dataclasses.dataclass
 class Step:
-    """One training step of a weight-dropped model, per layer ("layer0/", ...)."""
+    """One training step of a regularised model, by parameter: what its graph read (each
+    layer's dropped W_rec; for "embed/W", the embedded rows (T, B, E)) and dL/d the parameter."""
 
     nll: float
-    grads: dict[str, np.ndarray]  # dL/dW_rec
-    dropped: dict[str, np.ndarray]  # the matrix the layer's scan read
+    grads: dict[str, np.ndarray]
+    read: dict[str, np.ndarray]
 
 
 # The fused op in C (FAST_RUN) and in numpy (the suite's FAST_COMPILE), and the plain graph.
@@ -151,78 +172,116 @@ LINKERS = {"fused-c": (True, "FAST_RUN"), "fused-py": (True, None), "plain": (Fa
 
 
 @pytest.fixture(scope="module", params=list(LINKERS))
-def weight_dropped(request, batch):
-    """(model, its values, two training steps at those values), the dropped matrices taken
-    from the training graph itself."""
+def regularized(request, batch):
+    """(model with weight drop and embedding dropout, its values, two training steps at those
+    values), what each step read taken from the training graph itself."""
     fused, mode = LINKERS[request.param]
-    model = Model(make_config(weight_drop=RATE, fused=fused), seed=3, compile_mode=mode)
+    config = make_config(weight_drop=RATE, embedding_dropout=RATE, fused=fused)
+    model = Model(config, seed=3, compile_mode=mode)
     values = random_values(model, 6)
     model.params.assign(values)
-    dropped = {}
-    recurrent_matrix = model._recurrent_matrix
+    read = {}
+    recurrent_matrix, embedded = model._recurrent_matrix, model._embedded
 
-    def capture(layer: str, train: bool):
-        dropped[layer] = recurrent_matrix(layer, train)
-        return dropped[layer]
+    def capture_matrix(layer: str, train: bool):
+        read[layer + "W_rec"] = recurrent_matrix(layer, train)
+        return read[layer + "W_rec"]
 
-    model._recurrent_matrix = capture
+    def capture_rows(key: str, ids, train: bool):
+        read[key] = embedded(key, ids, train)
+        return read[key]
+
+    model._recurrent_matrix, model._embedded = capture_matrix, capture_rows
     x, y, mask, initial = model._inputs()
     draws_before = len(model.random.state_updates)
     nll, _ = model._nll(x, y, mask, initial, train=True)
-    assert len(model.random.state_updates) == draws_before + 2  # a mask per layer, no other
-    layers = list(dropped)
-    grads = backend.grad(nll, [model.params[layer + "W_rec"] for layer in layers])
-    per_layer = [out for pair in zip(grads, dropped.values(), strict=True) for out in pair]
-    train = backend.function([x, y, mask, *initial], [nll, *per_layer], mode=model.compile_mode)
-    model._recurrent_matrix = recurrent_matrix
+    # a weight-drop mask per layer and a word mask, nothing else
+    assert len(model.random.state_updates) == draws_before + 3
+    names = list(read)
+    grads = backend.grad(nll, [model.params[name] for name in names])
+    outputs = [nll, *grads, *read.values()]
+    train = backend.function([x, y, mask, *initial], outputs, mode=model.compile_mode)
+    model._recurrent_matrix, model._embedded = recurrent_matrix, embedded
 
     def step() -> Step:
         nll, *rest = train(*batch, *model.initial_states(batch[0].shape[1]))
-        per_layer = [dict(zip(layers, rest[i::2], strict=True)) for i in (0, 1)]
-        return Step(nll, *per_layer)
+        grads, read = rest[: len(names)], rest[len(names) :]
+        return Step(nll, dict(zip(names, grads, strict=True)), dict(zip(names, read, strict=True)))
 
     model.reseed(9)
     return model, values, step(), step()  # the second with the next step's masks
 
 
-def dropped_values(values: dict, step: Step) -> dict[str, np.ndarray]:
-    return values | {layer + "W_rec": W for layer, W in step.dropped.items()}
+def kept_words(step: Step, values: dict, x: np.ndarray) -> np.ndarray:
+    """(V,) 0 for each word of x the step dropped, else 1; checked to be one decision per
+    word: its rows all zero, or all its embedding / keep."""
+    rows, keep = step.read["embed/W"], np.ones(VOCAB)
+    for word in np.unique(x):
+        at = rows[x == word]  # (n, E)
+        if (at == 0).all():
+            keep[word] = 0
+        else:
+            want = np.broadcast_to(values["embed/W"][word] / (1 - RATE), at.shape)
+            np.testing.assert_allclose(at, want, rtol=1e-15)
+    return keep
 
 
-def test_weight_drop_trains_on_the_dropped_matrix(weight_dropped, plain, batch):
-    model, values, step, _ = weight_dropped
-    plain.params.assign(dropped_values(values, step))
+def dropped_values(values: dict, step: Step, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The values whose plain forward pass is the step's: the dropped W_rec, and the
+    embedding with the dropped words' rows zero and the rest scaled."""
+    words = kept_words(step, values, x)[:, None] / (1 - RATE)
+    matrices = {name: W for name, W in step.read.items() if name.endswith("W_rec")}
+    return values | matrices | {"embed/W": values["embed/W"] * words}
+
+
+def test_training_reads_the_dropped_weights(regularized, plain, batch):
+    model, values, step, _ = regularized
+    plain.params.assign(dropped_values(values, step, batch[0]))
     want = -plain.log_probs(*batch).sum()
     assert step.nll == pytest.approx(want, rel=TOLERANCE, abs=0)
 
 
-def test_weight_drop_masks_w_rec_and_scales_the_rest(weight_dropped):
-    model, values, step, next_step = weight_dropped
+def test_weight_drop_masks_w_rec_and_scales_the_rest(regularized):
+    model, values, step, next_step = regularized
     keep = 1 - RATE
-    for layer, W in step.dropped.items():
-        kept = W != 0
-        np.testing.assert_allclose(W[kept], values[layer + "W_rec"][kept] / keep, rtol=1e-15)
+    matrices = [name for name in step.read if name.endswith("W_rec")]
+    for name in matrices:
+        W, kept = step.read[name], step.read[name] != 0
+        np.testing.assert_allclose(W[kept], values[name][kept] / keep, rtol=1e-15)
         assert 0 < kept.mean() < 1
-        assert not np.array_equal(next_step.dropped[layer] != 0, kept)  # new every step
-    first, second = step.dropped.values()
+        assert not np.array_equal(next_step.read[name] != 0, kept)  # new every step
+    first, second = (step.read[name] for name in matrices)
     assert not np.array_equal(first != 0, second != 0)  # and one mask per layer
 
 
-def test_weight_drop_gradient_reaches_w_rec_through_the_mask(weight_dropped, plain, batch):
-    """dL/dW_rec = mask * dL/dW_dropped / keep, dL/dW_dropped from the plain graph's gradient
-    at W_rec = the dropped matrix."""
-    model, values, step, _ = weight_dropped
-    plain.params.assign(dropped_values(values, step))
+def test_embedding_dropout_drops_whole_words(regularized, batch):
+    """Each word of the batch dropped everywhere or nowhere (`kept_words` checks it), some of
+    each over two steps (7 words), and the next step decides anew."""
+    model, values, step, next_step = regularized
+    x = batch[0]
+    kept, next_kept = (kept_words(s, values, x)[np.unique(x)] for s in (step, next_step))
+    assert 0 < np.concatenate([kept, next_kept]).mean() < 1
+    assert not np.array_equal(kept, next_kept)
+
+
+def test_the_gradients_reach_the_weights_through_the_masks(regularized, plain, batch):
+    """dL/dW_rec = mask * dL/dW_dropped / keep, and likewise for the embedding's rows, with
+    dL/dW_dropped from the plain graph's gradient at the dropped values."""
+    model, values, step, _ = regularized
+    plain.params.assign(dropped_values(values, step, batch[0]))
     oracle = plain.gradients(*batch)
-    for layer, W in step.dropped.items():
-        want = (W != 0) * oracle[layer + "W_rec"] / (1 - RATE)
-        np.testing.assert_allclose(step.grads[layer], want, rtol=TOLERANCE, atol=1e-13)
-        assert np.abs(step.grads[layer]).max() > 1e-3
+    masks = {name: W != 0 for name, W in step.read.items() if name.endswith("W_rec")}
+    masks["embed/W"] = kept_words(step, values, batch[0])[:, None]
+    for name, mask in masks.items():
+        want = mask * oracle[name] / (1 - RATE)
+        np.testing.assert_allclose(step.grads[name], want, rtol=TOLERANCE, atol=1e-13)
+        assert np.abs(step.grads[name]).max() > 1e-3
 
 
-def test_no_weight_drop_in_evaluation(weight_dropped, plain, batch):
-    """Evaluation, scoring and generation graphs draw nothing, and read W_rec as it is."""
-    model, values, _, _ = weight_dropped
+def test_none_in_evaluation(regularized, plain, batch):
+    """Evaluation, scoring and generation graphs draw nothing, and read the weights as they
+    are."""
+    model, values, _, _ = regularized
     x, y, mask, initial = model._inputs()
     draws = len(model.random.state_updates)
     model._top(x, y, mask, initial, train=False)
@@ -239,10 +298,12 @@ def test_no_weight_drop_in_evaluation(weight_dropped, plain, batch):
 # -- distributed shards, and the defaults ----------------------------------------------------------
 
 
-def test_shards_add_up_to_the_global_batch_with_variational_dropout_and_weight_drop(batch):
+def test_shards_add_up_to_the_global_batch_with_every_option(batch):
     """Reseeded alike, shards {0, 1} and {2} of the batch give the whole batch's loss and
-    gradient sums: their dropout masks are the global batch's, their weight-drop masks one."""
-    config = make_config(cell="gru", dropout=0.5, variational_dropout=True, weight_drop=0.5)
+    gradient sums: their dropout masks are the global batch's, their weight-drop and word
+    masks one. One-hot input: the words dropped are rows of layer0/W_in."""
+    options = dict(dropout=0.5, variational_dropout=True, embedding_dropout=0.5, weight_drop=0.5)
+    config = make_config(cell="gru", embedding_size=0, **options)
     model = Model(config, seed=2)
     model.params.assign(random_values(model, 4))
     sums = model.compile_gradient_sums()
@@ -267,7 +328,7 @@ def test_defaults_give_the_loss_of_the_model_before_these_options(batch):
     training losses below were measured by these same calls on rnnlm at f5446b8, before
     these options existed (Aesara and PyTensor alike, fused and not)."""
     config = make_config(dropout=0.3)
-    assert not config.variational_dropout and config.weight_drop == 0
+    assert not config.variational_dropout and config.weight_drop == config.embedding_dropout == 0
     model = Model(config, seed=5)
     sums = model.compile_gradient_sums()
     x, y, mask = batch
@@ -286,6 +347,8 @@ def test_defaults_give_the_loss_of_the_model_before_these_options(batch):
 def test_bad_values_are_one_line_errors_naming_the_key():
     with pytest.raises(RnnlmError, match="model.weight_drop"):
         make_config(weight_drop=1.0)
+    with pytest.raises(RnnlmError, match="model.embedding_dropout"):
+        make_config(embedding_dropout=-0.1)
     with pytest.raises(RnnlmError, match="model.variational_dropout"):
         Config.from_dict({"model": {"variational_dropout": "yes"}})
 
@@ -294,7 +357,8 @@ def test_checkpoint_and_info_keep_the_new_settings(tmp_path):
     corpus = ["the cat sat on the mat".split(), "a dog sat on a log".split()]
     vocab = build_vocabulary(count_tokens(corpus), 50)
     model = ModelConfig(vocab_size=len(vocab), hidden_size=4, cell="lstm", dropout=0.5)
-    model = dataclasses.replace(model, variational_dropout=True, weight_drop=0.25)
+    new = dict(variational_dropout=True, embedding_dropout=0.1, weight_drop=0.25)
+    model = dataclasses.replace(model, **new)
     config = Config(data=DataConfig(corpus="c.txt"), model=model)
     params = init_params(model, np.random.default_rng(0))
     path = tmp_path / "m.npz"
@@ -302,19 +366,21 @@ def test_checkpoint_and_info_keep_the_new_settings(tmp_path):
     assert checkpoint.load(path).config == config
     result = CliRunner().invoke(main, ["info", "--model", str(path)])
     assert result.exit_code == 0, result.output
-    assert "variational_dropout=True" in result.output and "weight_drop=0.25" in result.output
+    for key, value in new.items():
+        assert f"{key}={value}" in result.output
     result = CliRunner().invoke(main, ["info", "--model", str(path), "--json"])
     shown = json.loads(result.output)["config"]["model"]
-    assert shown["variational_dropout"] is True and shown["weight_drop"] == 0.25
+    assert {key: shown[key] for key in new} == new
 
 
 def test_train_has_the_options():
     text = CliRunner().invoke(main, ["train", "--help"]).output
-    assert "--variational-dropout" in text and "--weight-drop" in text
+    for option in ("--variational-dropout", "--embedding-dropout", "--weight-drop"):
+        assert option in text
 
 
 def test_fine_tuning_may_change_them():
     """They change no parameter, so `train --init-from` may set them anew."""
-    new = {"variational_dropout": True, "weight_drop": 0.3, "dropout": 0.2}
+    new = {"variational_dropout": True, "embedding_dropout": 0.1, "weight_drop": 0.3}
     config = init_config(Config(), None, {"model": new})
     assert {key: getattr(config.model, key) for key in new} == new

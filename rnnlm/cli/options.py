@@ -77,6 +77,11 @@ CONFIG_OPTIONS: dict[str, ConfigOption] = {
         "--dropout draws one mask per sentence (per column of a --bptt window in stream mode), "
         "the same at every time step (Gal & Ghahramani 2016), instead of one per step."
     ),
+    "model.embedding_dropout": ConfigOption(
+        "Drop this share of the vocabulary from the input while training: a dropped word's "
+        "embedding (or one-hot input weights) is zero wherever it occurs in the batch, the "
+        "rest scaled up (Gal & Ghahramani 2016, Merity et al. 2018)."
+    ),
     "model.weight_drop": ConfigOption(
         "DropConnect on each recurrent matrix while training: this share of its entries zeroed, "
         "the rest scaled up, one mask per step of training (Merity et al. 2018)."
