@@ -8,7 +8,8 @@ or sampled: the full softmax but while training), with the tables stored with th
 
 Each layer's input projection (all time steps, gates stacked) is one product outside its
 scan; dropout masks are drawn outside the scans too (`rnnlm.regularization`), on the
-non-recurrent connections, and so is the weight-drop mask of each recurrent matrix.
+non-recurrent connections, and so are the word-dropout mask of the input and the
+weight-drop mask of each recurrent matrix.
 A bidirectional model adds a backward stack that reads the targets from the end, and
 predicts y_t from the forward state at t and the backward state at t + 1 (the words after
 y_t): a fill-in-the-blank model, not a left-to-right language model.

@@ -1,4 +1,4 @@
-"""Dropout and weight drop: the random masks of a training graph, all drawn outside the scans.
+"""Dropout, word dropout and weight drop: a training graph's random masks, drawn outside scans.
 
     dropout       h (T, B, D) * mask / keep on the non-recurrent connections; a mask per unit
                   and step (Zaremba et al. 2014), or per unit and column, the same at every
