@@ -3,7 +3,7 @@
 A step takes the already-projected input of one time step — the projection for every step
 is one big product outside the scan, gates stacked side by side — then the previous
 state(s) and the recurrent matrix, and returns the new state(s). The first state is what
-the layer outputs. Masking is not a cell's business: `model.masked` wraps any step.
+the layer outputs. Masking is not a cell's business: `scan_steps.masked` wraps any step.
 
 Row-vector convention: x_t (B, G*H), h (B, H), W_rec (H, G*H).
 """

@@ -1,7 +1,7 @@
 """The fused cell-step ops against the plain graph they replace, and by finite differences.
 
 Each op's numpy `perform` (FAST_COMPILE, the py linker) and its C code (FAST_RUN) are held to
-the plain composite step of `rnnlm.cells` wrapped by `model.masked`: outputs and gradients
+the plain composite step of `rnnlm.cells` wrapped by `scan_steps.masked`: outputs and gradients
 in float64 to rtol 1e-10, with a ragged and a fractional mask; `verify_grad` checks the op
 alone; float32 C kernels are held to numpy. The whole model, fused against plain, is in
 tests/test_fused_model.py.

@@ -1,6 +1,6 @@
 """Fused recurrent cell steps in C: one op per time step, and one for its gradient.
 
-A plain cell step (`rnnlm.cells`, wrapped by `model.masked`) is a dozen small ops per time
+A plain cell step (`rnnlm.cells`, wrapped by `scan_steps.masked`) is a dozen small ops per time
 step: the recurrent product, slices, a sigmoid and a tanh per gate block, the state update,
 the mask blend, each a pass over memory; and Aesara's gradient of that scan recomputes them
 all. `FusedStep` does one step as one BLAS gemm and one vectorised pass over the batch for
