@@ -8,7 +8,8 @@ Prints one table; every row is measured in the same run:
   2. the same model trained the fast way: float32, 32 length-bucketed sentences per batch;
   3. Zaremba et al.'s PTB-small LSTM (vocabulary 10,000, embedding 200, 2x200 LSTM, batch 20,
      35 steps of random ids carried stream-style, full softmax, SGD 1.0, global-norm clip 5),
-     and 4. the same model in PyTorch, at each thread count of --threads; row 3 again with
+     and 4. the same model in PyTorch (in a process of its own, with its own OpenMP setting:
+     benchlib/pytorch_process.py), at each thread count of --threads; row 3 again with
      model.fused = false (the plain scan graph the fused cell ops replace);
   5. sampling from the PTB model (batch 1), the peak RSS of a PTB training process, the
      compile time of its training graph with a cold and a warm Aesara cache, and the wall

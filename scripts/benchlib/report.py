@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 import rnnlm
+from benchlib import GIVEN_OMP_WAIT_POLICY
 from benchlib.configs import GEMM_SIZE
 from benchlib.threads import loaded_openblas
 from rnnlm import backend
@@ -41,7 +42,10 @@ def machine() -> dict[str, Any]:
         "tensor_library": f"{backend.NAME} {backend.VERSION}",
         "rnnlm": rnnlm.__version__,
         "torch": torch_version,
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
+        "omp_wait_policy": (  # each library's, in its own process (pytorch_process)
+            f"rnnlm {os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
+            f"PyTorch {GIVEN_OMP_WAIT_POLICY or '(unset)'}"
+        ),
         # overrides OpenBLAS's CPU detection: its kernels, and so every GEMM figure here
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
     }

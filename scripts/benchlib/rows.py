@@ -31,7 +31,8 @@ from benchlib.configs import (
     TUTORIAL_TRAIN,
     Sizes,
 )
-from benchlib.pytorch import pytorch_runner, torch_installed
+from benchlib.pytorch import torch_installed
+from benchlib.pytorch_process import PyTorchProcess, windows_arrays
 from benchlib.steps import (
     compile_sgd_step,
     gemm_runner,
@@ -150,12 +151,7 @@ def ptb_timings(
     """rnnlm, PyTorch (when installed) and the GEMM peak at each thread count, then each of
     `others` (name -> (config, rnnlm's run, steps)) in rnnlm and PyTorch, all alternated."""
     gemm, gemm_flops, gemm_ops = gemm_runner(rng, sizes.gemm_calls)
-    pytorch = {}
-    if torch_installed():
-        pytorch["ptb"] = pytorch_runner(PTB, windows)
-        for name, (config, _, steps) in others.items():
-            if config.fused:  # the plain graph is rnnlm's alone
-                pytorch[name] = pytorch_runner(config, windows[:steps])
+    pytorch = PyTorchProcess() if torch_installed() else None
     tokens = real_tokens(windows)
     runs = {"ptb": (train, len(windows))} | {n: (run, k) for n, (_, run, k) in others.items()}
     contenders = []
@@ -163,13 +159,20 @@ def ptb_timings(
         for name, (run, steps) in runs.items():
             counted = real_tokens(windows[:steps])
             contenders.append(Contender(f"rnnlm_{name}/{n}", run, steps, counted, n))
-            if name in pytorch:
-                torch_run = pytorch[name]
-                contenders.append(Contender(f"pytorch_{name}/{n}", torch_run, steps, counted, n))
+            if pytorch and name != "ptb_plain":  # the plain graph is rnnlm's alone
+                data = windows_arrays(windows[:steps])
+                contenders.append(
+                    pytorch.contender(
+                        f"pytorch_{name}/{n}", "lm", data, n, steps, counted, model=name
+                    )
+                )
             if name == "ptb":
                 contenders.append(Contender(f"gemm/{n}", gemm, sizes.gemm_calls, threads=n))
+    timings = alternate(contenders, sizes.reps)
+    if pytorch:
+        pytorch.close()
     return {
-        "timings": alternate(contenders, sizes.reps),
+        "timings": timings,
         "gemm_flops_per_call": gemm_flops,
         "gemm_ops": gemm_ops,
         "train_flops_per_step": train_gemm_flops_per_token(PTB) * tokens // len(windows),

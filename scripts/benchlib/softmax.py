@@ -26,6 +26,7 @@ import numpy as np
 
 from benchlib.configs import PTB, PTB_TRAIN, Sizes
 from benchlib.pytorch import torch_installed
+from benchlib.pytorch_process import PyTorchProcess, windows_arrays
 from benchlib.report import row
 from benchlib.threads import set_threads
 from benchlib.timing import Contender, alternate, progress
@@ -159,6 +160,7 @@ def softmax_worker(sizes: Sizes, threads: list[int]) -> dict[str, Any]:
     set_threads(n)
     rng = np.random.default_rng(0)
     contenders, cutoffs = [], {}
+    pytorch = PyTorchProcess() if torch_installed() else None
     for v, label, steps in ((PTB.vocab_size, "ptb", sizes.ptb_steps),
                             (BIG_VOCAB, "50k", max(1, sizes.ptb_steps // 2))):  # fmt: skip
         windows = zipf_windows(rng, v, steps)
@@ -169,9 +171,12 @@ def softmax_worker(sizes: Sizes, threads: list[int]) -> dict[str, Any]:
             run = stream_run(model, step, windows)
             contenders.append(Contender(f"softmax_{label}/{kind}", run, steps, tokens, n))
             cutoffs[label] = model.config.output.head_cutoffs
-        if label == "50k" and torch_installed():
-            run = pytorch_adaptive_run(v, cutoffs[label], windows)
-            contenders.append(Contender("pytorch_softmax_50k/adaptive", run, steps, tokens, n))
+        if label == "50k" and pytorch:
+            contenders.append(
+                pytorch.contender("pytorch_softmax_50k/adaptive", "adaptive",
+                                  windows_arrays(windows), n, steps, tokens,
+                                  v=v, cutoffs=list(cutoffs[label]))
+            )  # fmt: skip
     h = (rng.normal(size=(ROWS, WIDTH)) * 0.5).astype(np.float32)
     counts = zipf_counts(BIG_VOCAB)
     y = rng.choice(BIG_VOCAB, size=ROWS, p=counts / counts.sum()).astype(np.int32)
@@ -179,12 +184,16 @@ def softmax_worker(sizes: Sizes, threads: list[int]) -> dict[str, Any]:
         progress(f"softmax worker: compiling the V = 50,000 {kind} output layer alone ...")
         run = output_run(kind, BIG_VOCAB, h, y)
         contenders.append(Contender(f"output_50k/{kind}", run, 1, ROWS, n))
-    if torch_installed():
-        run = pytorch_output_run(BIG_VOCAB, cutoffs["50k"], h, y)
-        contenders.append(Contender("pytorch_output_50k/adaptive", run, 1, ROWS, n))
+    if pytorch:
+        contenders.append(
+            pytorch.contender("pytorch_output_50k/adaptive", "output", {"h": h, "y": y}, n, 1,
+                              ROWS, v=BIG_VOCAB, cutoffs=list(cutoffs["50k"]))
+        )  # fmt: skip
     progress(f"softmax worker: timing {len(contenders)} contenders at {n} thread(s) ...")
     started = time.perf_counter()
     timings = alternate(contenders, sizes.reps)
+    if pytorch:
+        pytorch.close()
     progress(f"softmax worker: done in {time.perf_counter() - started:.0f} s")
     return {"timings": timings, "cutoffs": {k: list(c) for k, c in cutoffs.items()}}
 

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from benchlib import GIVEN_OMP_WAIT_POLICY
+
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -59,5 +61,10 @@ def set_threads(n: int) -> None:
 
 
 def thread_env(threads: int, **extra: str) -> dict[str, str]:
-    """This process's environment with the thread variables set, plus `extra`."""
-    return {**os.environ, **dict.fromkeys(THREAD_VARIABLES, str(threads)), **extra}
+    """This process's environment with the thread variables set, plus `extra`, and
+    OMP_WAIT_POLICY as the user gave it (benchlib/__init__.py)."""
+    env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, str(threads)), **extra}
+    env.pop("OMP_WAIT_POLICY", None)
+    if GIVEN_OMP_WAIT_POLICY is not None:
+        env["OMP_WAIT_POLICY"] = GIVEN_OMP_WAIT_POLICY
+    return env
