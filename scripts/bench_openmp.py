@@ -24,6 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from benchlib.threads import thread_env  # noqa: E402
+
 # name -> (library, OMP_WAIT_POLICY for the process: None = as given)
 CONTENDERS = {
     "rnnlm": ("rnnlm", None),
@@ -62,7 +64,7 @@ def worker(library: str, steps: int) -> float:
 
 def run_worker(name: str, threads: int, steps: int) -> float:
     library, policy = CONTENDERS[name]
-    env = {**os.environ, **dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"), str(threads))}
+    env = thread_env(threads)  # OMP_WAIT_POLICY as given, whatever this process holds
     if policy == "PASSIVE":
         env["OMP_WAIT_POLICY"] = policy
     elif policy == "(given)":
