@@ -38,15 +38,17 @@ try:
         import aesara.tensor as tensor
         from aesara.compile.compilelock import lock_ctx
         from aesara.compile.function.types import FunctionMaker
-        from aesara.compile.mode import Mode, get_mode
+        from aesara.compile.mode import Mode, get_mode, optdb
         from aesara.compile.sharedvalue import SharedVariable
         from aesara.gradient import DisconnectedType, disconnected_type, jacobian, verify_grad
         from aesara.graph.basic import Apply, Constant, Variable
         from aesara.graph.fg import FunctionGraph
         from aesara.graph.op import Op as _Op
+        from aesara.graph.rewriting.basic import in2out, node_rewriter
         from aesara.link.c.basic import CLinker
-        from aesara.link.c.cmodule import get_module_cache, get_module_hash
+        from aesara.link.c.cmodule import GCC_compiler, get_module_cache, get_module_hash
         from aesara.link.c.op import COp as LibraryCOp
+        from aesara.tensor.blas import Dot22, Gemm
         from aesara.tensor.blas import ldflags as blas_ldflags
         from aesara.tensor.blas_headers import blas_header_text, blas_header_version
         from aesara.tensor.math import sigmoid
@@ -57,15 +59,17 @@ try:
         import pytensor.tensor as tensor
         from pytensor.compile.compilelock import lock_ctx
         from pytensor.compile.maker import FunctionMaker
-        from pytensor.compile.mode import Mode, get_mode
+        from pytensor.compile.mode import Mode, get_mode, optdb
         from pytensor.compile.sharedvalue import SharedVariable
         from pytensor.gradient import DisconnectedType, disconnected_type, jacobian, verify_grad
         from pytensor.graph.basic import Apply, Constant, Variable
         from pytensor.graph.fg import FunctionGraph
         from pytensor.graph.op import Op as _Op
+        from pytensor.graph.rewriting.basic import in2out, node_rewriter
         from pytensor.link.c.basic import CLinker
-        from pytensor.link.c.cmodule import get_module_cache, get_module_hash
+        from pytensor.link.c.cmodule import GCC_compiler, get_module_cache, get_module_hash
         from pytensor.link.c.op import COp as LibraryCOp
+        from pytensor.tensor.blas import Dot22, Gemm
         from pytensor.tensor.blas import ldflags as blas_ldflags
         from pytensor.tensor.blas.c_code.blas_headers import blas_header_text, blas_header_version
         from pytensor.tensor.math import sigmoid
@@ -80,6 +84,17 @@ config = _library.config
 function = _library.function
 grad = _library.grad
 shared = _library.shared
+
+
+def gemm_ops() -> dict[str, type]:
+    """The library's BLAS product ops that its rewrites make of `dot`: {"dot22", "gemm"}."""
+    return {"dot22": Dot22, "gemm": Gemm}
+
+
+def cxx_flags() -> list[str]:
+    """The flags the library compiles C ops with (its `-march=native` equivalents among
+    them), or [] when it has no C compiler."""
+    return list(GCC_compiler.compile_args()) if config.cxx else []
 
 
 def scan(fn, **kwargs):
@@ -159,15 +174,20 @@ __all__ = [
     "blas_header_version",
     "blas_ldflags",
     "config",
+    "cxx_flags",
     "disconnected_type",
     "function",
+    "gemm_ops",
     "get_mode",
     "get_module_cache",
     "get_module_hash",
     "grad",
+    "in2out",
     "jacobian",
     "lock_ctx",
     "log_softmax",
+    "node_rewriter",
+    "optdb",
     "scan",
     "shared",
     "sigmoid",

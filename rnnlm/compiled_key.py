@@ -3,9 +3,10 @@
 The key of a function is a digest of the graph itself (every op, its properties, types,
 constants and scan's inner graphs), the compile mode and call options, and the versions of
 everything that turns a graph into code (rnnlm, the tensor library, numpy, Python, the
-compiler flags, our C ops' `c_code_cache_version` and source). So any change that shapes the
-graph - config, optimizer settings, code - is a different entry, and nothing has to list
-what matters. A recipe's key (function name, model config, mode) covers our sources instead.
+compiler flags, our rewrite, our C ops' `c_code_cache_version` and source). So any change
+that shapes the graph - config, optimizer settings, code - is a different entry, and nothing
+has to list what matters. A recipe's key (function name, model config, mode) covers our
+sources instead.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from rnnlm import __version__, backend
+from rnnlm.ops import product
 
 FORMAT = 1
 # Compiler and linker settings that change the code made from the same graph.
@@ -60,6 +62,8 @@ def cache_key(**what: Any) -> dict[str, Any]:
         "numpy": np.__version__,
         "python": list(sys.version_info[:3]),
         "flags": {name: str(getattr(backend.config, name, None)) for name in FLAGS},
+        # our own rewrite turns the same graph into other code where it applies
+        "rewrites": {product.REWRITE: [list(product.VERSION), product.available()]},
         **what,
     }
 

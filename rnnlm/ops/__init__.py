@@ -9,4 +9,8 @@
   in `class_softmax_c`.
 - `adaptive_softmax`: the adaptive softmax as a graph of products and the fused `softmax`.
 - `sampled_softmax`: the sampled softmax's loss over shared negatives, and its gradient.
+- `product`: matrix products in our own AVX-512 kernel (C in `product_c`), put in place of
+  the library's BLAS ops by a rewrite that importing this package registers.
 """
+
+from rnnlm.ops import product  # noqa: F401  (registers the rewrite before anything compiles)

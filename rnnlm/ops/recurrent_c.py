@@ -123,6 +123,10 @@ TYPED_HELPERS = r"""
    small batch B (the batch as the column-major row count). */
 static void rnnlm_product_$sfx(int B, int N, int K, const $T* a, int lda, const $T* w, int ldw,
                                $T* t) {
+#ifdef RNNLM_HAS_PRODUCT
+    /* rnnlm's AVX-512 kernel (rnnlm.ops.product_c): t = w a', a' copied a chunk at a time */
+    if (rnnlm_gemm_$sfx(N, B, K, 1, w, ldw, 1, a, 1, lda, t, B, 0) == 0) return;
+#endif
     char trans = 'T', no = 'N';
     $T one = 1, zero = 0;
     $gemm(&trans, &no, &B, &N, &K, &one, a, &lda, w, &ldw, &zero, t, &B);
