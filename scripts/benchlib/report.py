@@ -102,6 +102,9 @@ def ptb_table(r: dict[str, Any], threads: list[int]) -> list[tuple[str, ...]]:
         label = f"GEMM peak: Aesara {r['gemm_ops']}, f32 {GEMM_SIZE}^2"
         peak = f"{r['gemm_peak_gflops'][n]:.1f} GFLOP/s"
         rows.append(row("6", label, t[f"gemm/{n}"], peak))
+        label = f"GEMM: Aesara {r['blas_ops']} (its BLAS), f32 {GEMM_SIZE}^2"
+        blas = f"{r['blas_gemm_gflops'][n]:.1f} GFLOP/s"
+        rows.append(row("6", label, t[f"blas/{n}"], blas))
         for number, name, label in (
             ("7", "gru", "GRU 2x200"),
             ("8", "medium", "medium LSTM 2x650"),

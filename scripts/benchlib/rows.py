@@ -151,6 +151,7 @@ def ptb_timings(
     """rnnlm, PyTorch (when installed) and the GEMM peak at each thread count, then each of
     `others` (name -> (config, rnnlm's run, steps)) in rnnlm and PyTorch, all alternated."""
     gemm, gemm_flops, gemm_ops = gemm_runner(rng, sizes.gemm_calls)
+    blas, _, blas_ops = gemm_runner(rng, sizes.gemm_calls, rewrite=False)
     pytorch = PyTorchProcess() if torch_installed() else None
     tokens = real_tokens(windows)
     runs = {"ptb": (train, len(windows))} | {n: (run, k) for n, (_, run, k) in others.items()}
@@ -168,6 +169,7 @@ def ptb_timings(
                 )
             if name == "ptb":
                 contenders.append(Contender(f"gemm/{n}", gemm, sizes.gemm_calls, threads=n))
+                contenders.append(Contender(f"blas/{n}", blas, sizes.gemm_calls, threads=n))
     timings = alternate(contenders, sizes.reps)
     if pytorch:
         pytorch.close()
@@ -175,6 +177,7 @@ def ptb_timings(
         "timings": timings,
         "gemm_flops_per_call": gemm_flops,
         "gemm_ops": gemm_ops,
+        "blas_ops": blas_ops,
         "train_flops_per_step": train_gemm_flops_per_token(PTB) * tokens // len(windows),
         "other_flops_per_step": {
             name: train_gemm_flops_per_token(config) * tokens // len(windows)
@@ -239,6 +242,7 @@ def ptb_rows(sizes: Sizes, sizes_flag: list[str], threads: list[int]) -> dict[st
         torch_t = timings.get(f"pytorch_ptb/{n}")
         step_gflops = ptb["train_flops_per_step"] / (rnnlm_t["ms_step"] / 1000) / 1e9
         peak_gflops = ptb["gemm_flops_per_call"] / (gemm_t["ms_step"] / 1000) / 1e9
+        blas_ms = timings[f"blas/{n}"]["ms_step"]
         figures = {
             "rnnlm_ptb_ms_step": rnnlm_t["ms_step"],
             "rnnlm_ptb_tok_s": rnnlm_t["tok_s"],
@@ -246,6 +250,7 @@ def ptb_rows(sizes: Sizes, sizes_flag: list[str], threads: list[int]) -> dict[st
             "pytorch_ptb_tok_s": torch_t and torch_t["tok_s"],
             "rnnlm_over_pytorch": torch_t and rnnlm_t["tok_s"] / torch_t["tok_s"],
             "gemm_peak_gflops": peak_gflops,
+            "blas_gemm_gflops": ptb["gemm_flops_per_call"] / (blas_ms / 1000) / 1e9,
             "train_step_gflops": step_gflops,
             "gemm_peak_share": step_gflops / peak_gflops,
         }
@@ -258,6 +263,7 @@ def ptb_rows(sizes: Sizes, sizes_flag: list[str], threads: list[int]) -> dict[st
         "compile_cold_s": cold and cold["compile_s"],
         "compile_warm_s": ptb["compile_s"],
         "gemm_ops": ptb["gemm_ops"],
+        "blas_ops": ptb["blas_ops"],
         "train_gflop_per_step": ptb["train_flops_per_step"] / 1e9,
         "sample_compile_s": ptb["sample_compile_s"],
         "ptb_loss_finite": ptb["loss_finite"],

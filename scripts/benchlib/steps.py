@@ -17,6 +17,7 @@ from rnnlm.batches import stream_batches
 from rnnlm.config import DataConfig, ModelConfig, TrainConfig
 from rnnlm.corpus import load_corpus
 from rnnlm.model import Model
+from rnnlm.ops.product import REWRITE
 from rnnlm.optim import updates_for
 from rnnlm.vocab import build_vocabulary, count_tokens
 
@@ -97,14 +98,18 @@ def train_gemm_flops_per_token(config: ModelConfig) -> int:
     return 3 * forward
 
 
-def gemm_runner(rng: np.random.Generator, calls: int) -> tuple[Callable[[], None], int, str]:
+def gemm_runner(
+    rng: np.random.Generator, calls: int, rewrite: bool = True
+) -> tuple[Callable[[], None], int, str]:
     """One repetition: `calls` float32 products of two GEMM_SIZE^2 matrices, compiled by
-    Aesara; also the FLOPs of one call (2 n^3) and the ops the product compiled to."""
+    Aesara; also the FLOPs of one call (2 n^3) and the ops the product compiled to. Without
+    `rewrite`, rnnlm's product rewrite is left out: the library's own BLAS op."""
     a, b = (
         backend.shared(rng.standard_normal((GEMM_SIZE, GEMM_SIZE)).astype("float32"))
         for _ in range(2)
     )
-    product = backend.function([], tt.dot(a, b))
+    mode = None if rewrite else backend.get_mode(None).excluding(REWRITE)
+    product = backend.function([], tt.dot(a, b), mode=mode)
     ops = "+".join(sorted({type(node.op).__name__ for node in product.maker.fgraph.toposort()}))
 
     def run() -> None:
