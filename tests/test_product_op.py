@@ -51,7 +51,7 @@ SHAPES = [
 ]
 # Big enough for OpenMP (M N K >= PARALLEL_WORK): a small batch's (B, H) (H, 20), whose few
 # panels are split into (panel, row group) items, and one with many panels.
-PARALLEL_SHAPES = [(2600, 650, 20), (64, 200, 300)]
+PARALLEL_SHAPES = [(2600, 650, 20), (96, 300, 300)]
 
 # Memory layouts holding the same values: each turns a C array into a view the kernel must
 # read through its strides (or copy).
