@@ -1,9 +1,10 @@
 """Which tensor library rnnlm runs on, and its flags, set in one place before it is imported.
 
 Importing this module is cheap: it never imports the library itself (`rnnlm.backend` does).
-Defaults: float32, a real BLAS (the OpenBLAS inside scipy's wheel) when it can be found,
-PyTensor's C linker (our ops are C), quiet about known-noisy warnings; and OpenMP threads
-that sleep rather than spin between parallel regions (`OMP_WAIT_POLICY`, unless set).
+Defaults: float32, intermediate arrays kept between calls (`allow_gc`), a real BLAS (the
+OpenBLAS inside scipy's wheel) when it can be found, PyTensor's C linker (our ops are C),
+quiet about known-noisy warnings; and OpenMP threads that sleep rather than spin between
+parallel regions (`OMP_WAIT_POLICY`, unless set).
 Flags are read in three layers, each winning over the one before, flag by flag: our defaults;
 `RNNLM_FLAGS` (the same `name=value,...` syntax, for whichever library runs: what tests and
 scripts set); the user's own `AESARA_FLAGS` / `PYTENSOR_FLAGS` or the library's rc file.
@@ -25,6 +26,13 @@ LIBRARIES = ("aesara", "pytensor")
 NEUTRAL_VARIABLE = "RNNLM_FLAGS"
 DEFAULT_FLAGS = {
     "floatX": "float32",
+    # Keep a compiled function's intermediate arrays between calls, for the ops to write into
+    # again, rather than free them after use and allocate them anew on the next call. Freed
+    # pages went back to this VM's host within a second; a training step after such a pause
+    # (the bench alternates contenders) faulted them all in again: the medium LSTM step took
+    # 280-327 ms against 212-223 with this, on 2 threads (README, Performance). It costs the
+    # memory of one step's intermediates: peak RSS 355 -> 414 MB for PTB-small training.
+    "allow_gc": "False",
 }
 LIBRARY_FLAGS = {
     # PyTensor's default linker is Numba, which cannot run a C op; "cvm" is Aesara's default.

@@ -29,6 +29,7 @@ VARIABLE = flags_variable(backend.NAME)  # AESARA_FLAGS or PYTENSOR_FLAGS
 REPORT = (
     "import json, os; from rnnlm import backend; c = backend.config; "
     "print(json.dumps({'name': backend.NAME, 'floatX': c.floatX, 'mode': c.mode, "
+    "'allow_gc': c.allow_gc, "
     f"'linker': c.linker, 'blas__ldflags': c.blas__ldflags, 'env': os.environ['{VARIABLE}']}}))"
 )
 
@@ -64,6 +65,11 @@ def default_config():
 
 def test_default_floatx_is_float32(default_config):
     assert default_config["floatX"] == "float32"
+
+
+def test_intermediates_are_kept_between_calls_unless_the_user_says_otherwise(default_config):
+    assert default_config["allow_gc"] is False
+    assert library_config("allow_gc=True")["allow_gc"] is True
 
 
 def test_default_linker_is_the_c_one_our_ops_need(default_config):
