@@ -68,8 +68,8 @@ class Product(OpenMPOp):
             if z.shape != (x.shape[0], y.shape[1]):
                 raise ValueError(f"product: z is {z.shape}, x y is {(x.shape[0], y.shape[1])}")
             # BLAS's rules, as in the C: z is not read when beta is 0, nor x and y when alpha is
-            product = alpha * np.dot(x, y) if alpha != 0 else np.zeros(z.shape, z.dtype)
-            result = product + (beta * z if beta != 0 else 0)
+            xy = alpha * np.dot(x, y) if alpha != 0 else np.zeros(z.shape, z.dtype)
+            result = xy + (beta * z if beta != 0 else 0)
         else:
             x, y = inputs
             result = np.dot(x, y)

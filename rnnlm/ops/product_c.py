@@ -28,7 +28,7 @@ KC = 384  # k chunk: a float32 panel chunk (KC x 32) is 48 KB
 PARALLEL_WORK = 1 << 23
 # The C's version, for the compiled-module caches of every op that includes it: bump it with
 # any change to the C below.
-VERSION = (5, MR, KC, PARALLEL_WORK)
+VERSION = (6, MR, KC, PARALLEL_WORK)
 
 _TYPED = Template(r"""
 #ifndef RNNLM_PRODUCT_$sfx
@@ -85,14 +85,18 @@ static void rnnlm_rows_$sfx(int mr_, npy_intp K, const $T* a, npy_intp ars, npy_
     }
 }
 
+/* The lanes of a vector that the first n of its columns fill (n may be <= 0 or > L). */
+static inline $M rnnlm_mask_$sfx(npy_intp n) {
+    return n >= $L ? ($M)~0 : n <= 0 ? ($M)0 : ($M)((1ull << n) - 1);
+}
+
 /* dst[k * NR + c] = y[k, c] for k < kc, c < w (zeros for w <= c < NR): a panel chunk of y
    in the layout the tile reads, walking y along whichever of its strides is 1. */
 static void rnnlm_pack_$sfx(npy_intp kc, npy_intp w, const $T* y, npy_intp ys0, npy_intp ys1,
                             $T* dst) {
     const npy_intp NR = RNNLM_NR_$sfx;
     if (ys1 == 1) {  /* rows of y: two (masked) vectors each */
-        const $M m0 = w >= $L ? ($M)~0 : ($M)((1ull << w) - 1);
-        const $M m1 = w >= 2 * $L ? ($M)~0 : w <= $L ? ($M)0 : ($M)((1ull << (w - $L)) - 1);
+        const $M m0 = rnnlm_mask_$sfx(w), m1 = rnnlm_mask_$sfx(w - $L);
         for (npy_intp k = 0; k < kc; ++k) {
             _mm512_storeu_$s(dst + k * NR, _mm512_maskz_loadu_$s(m0, y + k * ys0));
             _mm512_storeu_$s(dst + k * NR + $L, _mm512_maskz_loadu_$s(m1, y + k * ys0 + $L));
@@ -151,8 +155,7 @@ static int rnnlm_gemm_$sfx(npy_intp M, npy_intp N, npy_intp K, $T alpha,
             if (failed) continue;
             const npy_intp p = item / groups, j = p * NR, w = N - j < NR ? N - j : NR;
             const npy_intp i0 = (item % groups) * rows, i1 = i0 + rows < M ? i0 + rows : M;
-            const $M m0 = w >= $L ? ($M)~0 : ($M)((1ull << w) - 1);
-            const $M m1 = w >= 2 * $L ? ($M)~0 : w <= $L ? ($M)0 : ($M)((1ull << (w - $L)) - 1);
+            const $M m0 = rnnlm_mask_$sfx(w), m1 = rnnlm_mask_$sfx(w - $L);
             for (npy_intp k0 = 0; k0 < K; k0 += $KC) {
                 const npy_intp kc = K - k0 < $KC ? K - k0 : $KC;
                 const $T* b = y + k0 * ys0 + j * ys1;
