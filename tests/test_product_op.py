@@ -279,10 +279,21 @@ def run_c_thunk(c_thunk, x, y, z, kept) -> tuple[np.ndarray, np.ndarray]:
 SQUARE = 3 * MR + 5
 
 
+def on_a_cache_line(shape, offset: int = 0) -> np.ndarray:
+    """A C-contiguous float64 array of NaN whose data starts `offset` bytes past a 64-byte
+    boundary."""
+    size = int(np.prod(shape))
+    buffer = np.empty(size + 16)
+    start = (-buffer.ctypes.data % 64 + offset) // 8
+    kept = buffer[start : start + size].reshape(shape)
+    kept[...] = np.nan
+    return kept
+
+
 def test_the_c_writes_into_a_kept_output_that_fits(c_thunk):
     rng = np.random.default_rng(18)
     x, y, z = (rng.normal(size=(SQUARE, SQUARE)) for _ in range(3))
-    kept = np.full((SQUARE, SQUARE), np.nan)
+    kept = on_a_cache_line((SQUARE, SQUARE))
     got, want = run_c_thunk(c_thunk, x, y, z, kept)
     assert got is kept
     assert_matches(got, want, "float64", SQUARE)
@@ -293,6 +304,7 @@ KEPT_MISFITS = {
     "F order": lambda: np.empty((SQUARE, SQUARE), order="F"),
     "strided": lambda: np.empty((SQUARE, 2 * SQUARE))[:, ::2],
     "read-only": lambda: np.broadcast_to(np.empty(SQUARE), (SQUARE, SQUARE)),
+    "off a cache line": lambda: on_a_cache_line((SQUARE, SQUARE), offset=16),
 }
 
 
@@ -302,7 +314,7 @@ def test_the_c_makes_a_new_output_when_the_kept_one_does_not_fit(c_thunk, misfit
     x, y, z = (rng.normal(size=(SQUARE, SQUARE)) for _ in range(3))
     kept = KEPT_MISFITS[misfit]()
     got, want = run_c_thunk(c_thunk, x, y, z, kept)
-    assert got is not kept and got.flags.c_contiguous
+    assert got is not kept and got.flags.c_contiguous and got.ctypes.data % 64 == 0
     assert_matches(got, want, "float64", SQUARE)
 
 
