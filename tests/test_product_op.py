@@ -299,6 +299,21 @@ def test_the_c_writes_into_a_kept_output_that_fits(c_thunk):
     assert_matches(got, want, "float64", SQUARE)
 
 
+def test_the_c_reuses_the_memory_of_its_own_bigger_output(c_thunk):
+    """Sentence batches change shape every step: a smaller product goes into the memory of
+    the op's own earlier, bigger output (no fresh pages), a bigger one into new memory."""
+    rng = np.random.default_rng(20)
+    x, y, z = (rng.normal(size=(SQUARE, SQUARE)) for _ in range(3))
+    big, _ = run_c_thunk(c_thunk, x, y, z, None)
+    small, want = run_c_thunk(c_thunk, x[:-3], y, z[:-3], big)
+    assert small.shape == want.shape and small.ctypes.data == big.ctypes.data
+    assert_matches(small, want, "float64", SQUARE)
+    x, z = (rng.normal(size=(SQUARE + 3, SQUARE)) for _ in range(2))
+    grown, want = run_c_thunk(c_thunk, x, y, z, small)
+    assert not np.shares_memory(grown, big) and grown.ctypes.data % 64 == 0
+    assert_matches(grown, want, "float64", SQUARE)
+
+
 KEPT_MISFITS = {
     "shape": lambda: np.empty((SQUARE, SQUARE + 1)),
     "F order": lambda: np.empty((SQUARE, SQUARE), order="F"),

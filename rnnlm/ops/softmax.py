@@ -20,6 +20,7 @@ import numpy as np
 from rnnlm.backend import Apply, DisconnectedType, disconnected_type
 from rnnlm.backend import tensor as tt
 from rnnlm.ops.common import SIMD_MATH, OpenMPOp, math_functions
+from rnnlm.ops.recurrent_c import HELPERS
 
 
 def _check(logits, y):
@@ -80,7 +81,10 @@ class SoftmaxNLL(OpenMPOp):
         return ["<math.h>", "<string.h>"]
 
     def c_support_code(self, **kwargs):
-        return SIMD_MATH
+        return SIMD_MATH + HELPERS
+
+    def c_code_cache_version(self):
+        return (4,)
 
     def c_code(self, node, name, inputs, outputs, sub):
         logits, b, y = inputs
@@ -95,18 +99,10 @@ class SoftmaxNLL(OpenMPOp):
             PyErr_SetString(PyExc_ValueError, "softmax_nll: shapes do not match");
             {fail};
         }}
-        if (!{nll} || PyArray_DIMS({nll})[0] != n) {{
-            Py_XDECREF({nll});
-            {nll} = (PyArrayObject*)PyArray_EMPTY(1, PyArray_DIMS({logits}),
-                                                  PyArray_TYPE({logits}), 0);
-        }}
-        if (!{probs} || PyArray_DIMS({probs})[0] != n || PyArray_DIMS({probs})[1] != v
-            || !PyArray_IS_C_CONTIGUOUS({probs})) {{
-            Py_XDECREF({probs});
-            {probs} = (PyArrayObject*)PyArray_EMPTY(2, PyArray_DIMS({logits}),
-                                                    PyArray_TYPE({logits}), 0);
-        }}
-        if (!{nll} || !{probs}) {{ {fail}; }}
+        PyArrayObject* read[3] = {{{logits}, {b}, {y}}};
+        int type = PyArray_TYPE({logits});
+        if (rnnlm_output(&{nll}, 1, n, 0, type, read, 3)
+            || rnnlm_output(&{probs}, 2, n, v, type, read, 3)) {{ {fail}; }}
         npy_intp bad = 0;
         #pragma omp parallel for schedule(static) reduction(+:bad)
         for (npy_intp i = 0; i < n; ++i) {{
@@ -170,6 +166,12 @@ class SoftmaxNLLGrad(OpenMPOp):
     def c_headers(self, **kwargs):
         return ["<omp.h>", "<stdlib.h>"]
 
+    def c_support_code(self, **kwargs):
+        return HELPERS
+
+    def c_code_cache_version(self):
+        return (4,)
+
     def c_code(self, node, name, inputs, outputs, sub):
         g, probs, y = inputs
         out, db = outputs
@@ -181,21 +183,14 @@ class SoftmaxNLLGrad(OpenMPOp):
             PyErr_SetString(PyExc_ValueError, "softmax_nll_grad: shapes do not match");
             {fail};
         }}
-        if (!{out} || PyArray_DIMS({out})[0] != n || PyArray_DIMS({out})[1] != v
-            || !PyArray_IS_C_CONTIGUOUS({out})) {{
-            Py_XDECREF({out});
-            {out} = (PyArrayObject*)PyArray_EMPTY(2, PyArray_DIMS({probs}),
-                                                  PyArray_TYPE({probs}), 0);
-        }}
-        if (!{db} || PyArray_DIMS({db})[0] != v || !PyArray_IS_C_CONTIGUOUS({db})) {{
-            Py_XDECREF({db});
-            {db} = (PyArrayObject*)PyArray_EMPTY(1, PyArray_DIMS({probs}) + 1,
-                                                 PyArray_TYPE({probs}), 0);
-        }}
+        PyArrayObject* read[3] = {{{g}, {probs}, {y}}};
+        int type = PyArray_TYPE({probs});
+        if (rnnlm_output(&{out}, 2, n, v, type, read, 3)
+            || rnnlm_output(&{db}, 1, v, 0, type, read, 3)) {{ {fail}; }}
         int threads = omp_get_max_threads();
         /* One float64 accumulator per thread, added up in thread order: deterministic. */
         double* partial = (double*)calloc((size_t)threads * v + 1, sizeof(double));
-        if (!{out} || !{db} || !partial) {{
+        if (!partial) {{
             free(partial);
             if (!PyErr_Occurred()) PyErr_NoMemory();
             {fail};
