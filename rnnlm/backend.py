@@ -9,6 +9,8 @@ two differ, the difference is bridged here:
 - `RandomStream` is the same class on both (PyTensor 3.3 deprecates it, quietly here);
 - an op's gradient is `pullback(inputs, outputs, cotangents)` on both (PyTensor 3's name;
   Aesara calls `L_op`, whose default calls `grad(inputs, output_grads)`, still honoured);
+- an op's `infer_shape(node, shapes)` is written once, under `@shape_rule` (Aesara passes
+  an fgraph first, PyTensor no longer does);
 - PyTensor's default linker is Numba, which cannot run our C ops: `rnnlm.flags` sets "cvm",
   Aesara's default.
 
@@ -131,6 +133,19 @@ class RandomStream(_RandomStream):
             return super().gen(op, *args, **kwargs)
 
 
+def shape_rule(rule):
+    """An op's `infer_shape` from `rule(self, node, shapes)`, in the signature each library
+    calls: Aesara passes its fgraph first; PyTensor no longer does, and warns about any op
+    whose method still takes it."""
+    if NAME != "aesara":
+        return rule
+
+    def infer_shape(self, fgraph, node, shapes):
+        return rule(self, node, shapes)
+
+    return infer_shape
+
+
 if NAME == "aesara":
 
     class _Pullback:
@@ -189,6 +204,7 @@ __all__ = [
     "node_rewriter",
     "optdb",
     "scan",
+    "shape_rule",
     "shared",
     "sigmoid",
     "softmax",

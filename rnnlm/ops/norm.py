@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnlm.backend import Apply
+from rnnlm.backend import Apply, shape_rule
 from rnnlm.backend import tensor as tt
 from rnnlm.ops.common import OpenMPOp
 
@@ -38,7 +38,8 @@ class SumOfSquares(OpenMPOp):
         (x,), (g,) = inputs, cotangents
         return [2 * x * g]
 
-    def infer_shape(self, fgraph, node, shapes):
+    @shape_rule
+    def infer_shape(self, node, shapes):
         return [()]
 
     def c_code(self, node, name, inputs, outputs, sub):

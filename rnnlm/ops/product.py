@@ -20,7 +20,15 @@ from functools import cache
 
 import numpy as np
 
-from rnnlm.backend import Apply, cxx_flags, gemm_ops, in2out, node_rewriter, optdb
+from rnnlm.backend import (
+    Apply,
+    cxx_flags,
+    gemm_ops,
+    in2out,
+    node_rewriter,
+    optdb,
+    shape_rule,
+)
 from rnnlm.backend import tensor as tt
 from rnnlm.ops.common import OpenMPOp
 from rnnlm.ops.product_c import VERSION, c_call, c_support
@@ -90,7 +98,8 @@ class Product(OpenMPOp):
             tt.sum(g * z).astype(beta.dtype),
         ]
 
-    def infer_shape(self, fgraph, node, shapes):
+    @shape_rule
+    def infer_shape(self, node, shapes):
         x, y = shapes[2:4] if self.add else shapes
         return [(x[0], y[1])]
 

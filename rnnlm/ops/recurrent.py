@@ -51,6 +51,7 @@ from rnnlm.backend import (
     blas_header_text,
     blas_header_version,
     blas_ldflags,
+    shape_rule,
 )
 from rnnlm.backend import tensor as tt
 from rnnlm.ops.common import COMPILE_ARGS, LIBRARIES, OpenMPOp
@@ -215,7 +216,8 @@ class FusedStep(_CellOp):
     def perform(self, node, inputs, outputs):
         self._perform(numpy_forward, node, inputs, outputs)
 
-    def infer_shape(self, fgraph, node, shapes):
+    @shape_rule
+    def infer_shape(self, node, shapes):
         batch, hidden = shapes[2]
         return [shapes[2]] * self.spec.states + [(batch, hidden * self.spec.saved)]
 
@@ -274,7 +276,8 @@ class FusedStepGrad(_CellOp):
     def perform(self, node, inputs, outputs):
         self._perform(numpy_backward, node, inputs, outputs)
 
-    def infer_shape(self, fgraph, node, shapes):
+    @shape_rule
+    def infer_shape(self, node, shapes):
         batch, hidden = shapes[0]
         width = hidden * self.spec.gates
         return [(batch, width), (width, batch)] + [shapes[0]] * self.spec.states + [(batch,)]
@@ -292,7 +295,8 @@ class Transposed(OpenMPOp):
     def perform(self, node, inputs, outputs):
         outputs[0][0] = np.ascontiguousarray(inputs[0].T)
 
-    def infer_shape(self, fgraph, node, shapes):
+    @shape_rule
+    def infer_shape(self, node, shapes):
         return [shapes[0][::-1]]
 
     def pullback(self, inputs, outputs, cotangents):
