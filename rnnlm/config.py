@@ -86,7 +86,8 @@ class ModelConfig:
     # The output layer (rnnlm.output; checked against the vocabulary in `output`):
     softmax: str = "full"  # full | class | adaptive | sampled (training only)
     classes: int = 0  # class: 0 = about sqrt(vocab_size)
-    cutoffs: str = ""  # adaptive: "2000,10000"; "" = Grave et al.'s up to vocab_size / 2
+    # adaptive: "2000,10000" (in TOML also [2000, 10000]); "" = Grave et al.'s up to V / 2
+    cutoffs: str | list[int] = ""
     div_value: float = 4.0  # adaptive: tail k projects to top_size // div_value^(k+1)
     samples: int = 1024  # sampled: negatives per batch
     sampler: str = "log-uniform"  # sampled: log-uniform over frequency ranks | unigram^0.75
@@ -100,6 +101,8 @@ class ModelConfig:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
+        if isinstance(self.cutoffs, list):  # a TOML array: kept in the option's one form
+            object.__setattr__(self, "cutoffs", ",".join(str(c) for c in self.cutoffs))
         check_choices(self, "model", CHOICES)
         require(self.vocab_size >= 4, "model.vocab_size", "must be at least 4")
         require(self.hidden_size >= 1, "model.hidden_size", "must be at least 1")

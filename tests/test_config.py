@@ -150,3 +150,13 @@ def test_round_trip_through_dict(path):
 
 def test_round_trip_of_defaults():
     assert Config.from_dict(Config().to_dict()) == Config()
+
+
+def test_adaptive_cutoffs_may_be_a_toml_array(tmp_path):
+    path = tmp_path / "adaptive.toml"
+    path.write_text('[model]\nsoftmax = "adaptive"\ncutoffs = [2000, 4000]\n')
+    assert resolve(load_config(path), {}).model.cutoffs == "2000,4000"
+    for bad in ("[4000, 2000]", '[2000, "4000"]', "[2000, true]", "[2000.0]"):
+        path.write_text(f'[model]\nsoftmax = "adaptive"\ncutoffs = {bad}\n')
+        with pytest.raises(RnnlmError, match=r"model\.cutoffs"):
+            resolve(load_config(path), {})
