@@ -6,7 +6,7 @@ import pytest
 from rnnlm import backend
 from rnnlm.backend import log_softmax, softmax
 from rnnlm.backend import tensor as tt
-from rnnlm.ops.softmax import _softmax_nll, softmax_nll
+from rnnlm.ops.softmax import SoftmaxNLL, SoftmaxNLLGrad, _softmax_nll, softmax_nll
 
 # FAST_COMPILE (the suite's mode) runs the ops' `perform`; FAST_RUN their C code.
 MODES = ["FAST_COMPILE", "FAST_RUN"]
@@ -134,3 +134,78 @@ def test_rejects_wrong_types():
         softmax_nll(tt.dmatrix(), tt.dvector())
     with pytest.raises(TypeError):
         softmax_nll(tt.dmatrix(), tt.ivector(), tt.dmatrix())
+
+
+IN_PLACE = "rnnlm_softmax_inplace"
+
+
+def output_layer(mode, *extra_outputs):
+    """The output layer of a training step, logits = h W: the NLL of sum(w * nll) and its
+    gradients by h, W and b, compiled in `mode` (plus `extra_outputs` of (logits, probs))."""
+    h, W, b = tt.dmatrix(), tt.dmatrix(), tt.dvector()
+    y, w = tt.ivector(), tt.dvector()
+    logits = tt.dot(h, W)
+    nll, probs = _softmax_nll(logits, b, y)
+    grads = backend.grad((nll * w).sum(), [h, W, b])
+    extra = [{"logits": logits, "probs": probs}[name] for name in extra_outputs]
+    return backend.function([h, W, b, y, w], [nll, *grads, *extra], mode=mode)
+
+
+def output_layer_data():
+    rng = np.random.default_rng(5)
+    h, W, b = rng.normal(size=(7, 4)), rng.normal(size=(4, 11)), rng.normal(size=11)
+    return h, W, b, rng.integers(0, 11, 7).astype(np.int32), rng.uniform(0.5, 2, 7)
+
+
+def in_place_ops(f) -> list[str]:
+    return sorted(
+        type(node.op).__name__
+        for node in f.maker.fgraph.apply_nodes
+        if isinstance(node.op, SoftmaxNLL | SoftmaxNLLGrad) and node.op.inplace
+    )
+
+
+def test_in_place_where_nothing_else_reads_the_logits_and_probabilities():
+    """The training graph's softmax writes over the logits and its gradient over the
+    probabilities; the results are numpy's and those of the graph without the rewrite."""
+    f = output_layer("FAST_RUN")
+    assert in_place_ops(f) == ["SoftmaxNLL", "SoftmaxNLLGrad"]
+    h, W, b, y, w = data = output_layer_data()
+    nll, grad, grad_b = reference(h @ W, b, y, w)
+    want = [nll, grad @ W.T, h.T @ grad, grad_b]
+    without = output_layer(backend.get_mode("FAST_RUN").excluding(IN_PLACE))
+    assert in_place_ops(without) == []
+    for got in (f(*data), f(*data), without(*data)):  # twice: kept outputs are reused
+        for g, r in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("read_again", ["logits", "probs"])
+def test_not_in_place_where_another_output_reads_the_array(read_again):
+    f = output_layer("FAST_RUN", read_again)
+    overwritten = {"logits": "SoftmaxNLL", "probs": "SoftmaxNLLGrad"}[read_again]
+    assert overwritten not in in_place_ops(f)
+    h, W, b, y, w = data = output_layer_data()
+    *_, kept = f(*data)
+    logits = h @ W + (0 if read_again == "logits" else b)
+    want = logits if read_again == "logits" else np.exp(log_softmax_np(logits))
+    np.testing.assert_allclose(kept, want, rtol=1e-10, atol=1e-12)
+
+
+def log_softmax_np(z):
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_in_place_ops_compute_the_same(mode):
+    """The in-place ops built by hand, in both linkers (the py linker's `perform` may leave
+    its input alone, as a destroy_map allows)."""
+    h, W, b, y, g = tt.dmatrix(), tt.dmatrix(), tt.dvector(), tt.ivector(), tt.dvector()
+    nll, probs = SoftmaxNLL(inplace=True)(tt.dot(h, W), b, y)
+    d, db = SoftmaxNLLGrad(inplace=True)(g, probs + 0, y)
+    f = backend.function([h, W, b, y, g], [nll, d, db], mode=mode, accept_inplace=True)
+    h_, W_, b_, y_, w_ = output_layer_data()
+    want = reference(h_ @ W_, b_, y_, w_)
+    for got, r in zip(f(h_, W_, b_, y_, w_), want, strict=True):
+        np.testing.assert_allclose(got, r, rtol=1e-10, atol=1e-12)
