@@ -28,7 +28,7 @@ KC = 384  # k chunk: a float32 panel chunk (KC x 32) is 48 KB
 PARALLEL_WORK = 1 << 23
 # The C's version, for the compiled-module caches of every op that includes it: bump it with
 # any change to the C below.
-VERSION = (15, MR, KC, PARALLEL_WORK)
+VERSION = (16, MR, KC, PARALLEL_WORK)
 
 _TYPED = Template(r"""
 #ifndef RNNLM_PRODUCT_$sfx
@@ -233,12 +233,6 @@ _SHARED = r"""
 #include <stdlib.h>
 #include <string.h>
 #include <omp.h>
-
-/* A buffer that starts on a cache line (free() frees it): malloc's is only 16-byte aligned,
-   and a vector of 64 bytes from a buffer 16 bytes off a line spans two lines. */
-static void* rnnlm_aligned(size_t bytes) {
-    return aligned_alloc(64, (bytes + 63) / 64 * 64);
-}
 
 /* A stride of `a` along dimension d in elements, or 0 when it is not a whole number of them
    (the caller then copies). */

@@ -91,6 +91,12 @@ static PyArrayObject* rnnlm_rows(PyArrayObject* a, int* ld) {
     return (PyArrayObject*)PyArray_NewCopy(a, NPY_CORDER);
 }
 
+/* A buffer that starts on a cache line (free() frees it), a line at least: malloc's is only
+   16-byte aligned, and a vector of 64 bytes from a buffer 16 bytes off a line spans two. */
+static void* rnnlm_aligned(size_t bytes) {
+    return aligned_alloc(64, bytes ? (bytes + 63) / 64 * 64 : 64);
+}
+
 /* The memory under the outputs that rnnlm_output makes: a capsule owns it. */
 #define RNNLM_BLOCK "rnnlm.block"
 typedef struct {
@@ -159,7 +165,7 @@ static int rnnlm_output(PyArrayObject** out, int nd, npy_intp rows, npy_intp col
         }
     }
     rnnlm_block* b = (rnnlm_block*)malloc(sizeof(rnnlm_block));
-    void* data = aligned_alloc(64, (bytes + 64) / 64 * 64);  /* 64 at least: never NULL for 0 */
+    void* data = rnnlm_aligned(bytes);
     PyObject* owner = b && data ? PyCapsule_New(b, RNNLM_BLOCK, rnnlm_free_block) : NULL;
     if (!owner) {
         free(b);

@@ -118,7 +118,7 @@ class SoftmaxNLL(OpenMPOp):
         return SIMD_MATH + HELPERS + IN_PLACE
 
     def c_code_cache_version(self):
-        return (5,)
+        return (6,)
 
     def c_code(self, node, name, inputs, outputs, sub):
         logits, b, y = inputs
@@ -215,7 +215,7 @@ class SoftmaxNLLGrad(OpenMPOp):
         return HELPERS + IN_PLACE
 
     def c_code_cache_version(self):
-        return (5,)
+        return (6,)
 
     def c_code(self, node, name, inputs, outputs, sub):
         g, probs, y = inputs
@@ -236,8 +236,7 @@ class SoftmaxNLLGrad(OpenMPOp):
         /* One float64 accumulator per thread, added up in thread order: deterministic. */
         double* partial = (double*)calloc((size_t)threads * v + 1, sizeof(double));
         if (!partial) {{
-            free(partial);
-            if (!PyErr_Occurred()) PyErr_NoMemory();
+            PyErr_NoMemory();
             {fail};
         }}
         #pragma omp parallel num_threads(threads)
